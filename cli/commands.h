@@ -1,0 +1,15 @@
+// Subcommands of `grpo`. Each registers its options on the parent CLI11 app and returns the
+// function that runs it once parsing succeeded.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace grpo::cli {
+
+using Runner = std::function<int()>;
+
+// `grpo bench ...`
+void add_bench_commands(CLI::App& app, Runner& run);
+
+}  // namespace grpo::cli

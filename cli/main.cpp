@@ -1,0 +1,64 @@
+// `grpo`: one binary, thin subcommands over the libraries.
+// Errors are one line on stderr naming the file, field or flag at fault:
+//   exit 2 for usage errors (unknown flag or subcommand, bad value), 1 for runtime errors.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace {
+
+std::string version_string() {
+  std::string v = std::string("grpo ") + GRPO_VERSION;
+#ifdef GRPO_WITH_CUDA
+  v += " (cpu, cuda)";
+#else
+  v += " (cpu)";
+#endif
+  return v;
+}
+
+// CLI11 messages can span lines; the contract is one line.
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n') c = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"grpo.cpp: GRPO reinforcement learning for reasoning models", "grpo"};
+  app.set_version_flag("--version", version_string());
+  app.require_subcommand(1);
+  app.fallthrough(false);
+
+  grpo::cli::Runner run;
+  grpo::cli::add_bench_commands(app, run);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "grpo: error: %s (see grpo --help)\n", one_line(e.what()).c_str());
+    return 2;
+  }
+  try {
+    return run ? run() : 0;
+  } catch (const grpo::Error& e) {
+    std::fprintf(stderr, "grpo: error: %s\n", one_line(e.message()).c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "grpo: error: %s\n", one_line(e.what()).c_str());
+    return 1;
+  }
+}

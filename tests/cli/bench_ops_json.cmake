@@ -1,0 +1,16 @@
+# `grpo bench ops --quick` prints one JSON document with the matmul, attention and MoE
+# sections and the ours/BLAS ratio.
+execute_process(COMMAND ${GRPO} bench ops --quick --min-seconds 0.02 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "grpo bench ops failed (${rc}): ${err}")
+endif()
+foreach(section matmul attention moe_grouped_matmul)
+  string(JSON n ERROR_VARIABLE jerr LENGTH "${out}" ${section})
+  if(jerr OR n LESS 1)
+    message(FATAL_ERROR "bench ops JSON lacks a non-empty \"${section}\" list (${jerr}): ${out}")
+  endif()
+endforeach()
+string(JSON ratio ERROR_VARIABLE jerr GET "${out}" matmul 0 ratio_vs_blas)
+if(jerr OR NOT ratio GREATER 0)
+  message(FATAL_ERROR "bench ops JSON: matmul[0].ratio_vs_blas missing or not positive (${jerr}): ${out}")
+endif()
