@@ -29,6 +29,28 @@ std::string one_line(std::string s) {
   return s;
 }
 
+// CLI11 reports "A subcommand is required" for `grpo frobnicate`; name the word instead.
+// Returns "" when every leading word is a known subcommand.
+std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
+  CLI::App* level = &app;
+  for (int i = 1; i < argc; ++i) {
+    std::string word = argv[i];
+    if (word.empty() || word[0] == '-') break;
+    if (level->get_subcommands({}).empty()) break;
+    CLI::App* sub = nullptr;
+    for (CLI::App* s : level->get_subcommands({}))
+      if (s->check_name(word)) sub = s;
+    if (!sub) {
+      std::string names;
+      for (CLI::App* s : level->get_subcommands({})) names += (names.empty() ? "" : ", ") + s->get_name();
+      std::string where = level == &app ? "grpo" : "grpo " + level->get_name();
+      return "unknown subcommand \"" + word + "\" for " + where + " (expected one of: " + names + ")";
+    }
+    level = sub;
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -40,6 +62,10 @@ int main(int argc, char** argv) {
   grpo::cli::Runner run;
   grpo::cli::add_bench_commands(app, run);
 
+  if (std::string bad = unknown_subcommand(app, argc, argv); !bad.empty()) {
+    std::fprintf(stderr, "grpo: error: %s\n", bad.c_str());
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
