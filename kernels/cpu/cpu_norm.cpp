@@ -1,11 +1,205 @@
-// PENDING scaffolding: replaced wholesale by the implementation.
-#include "core/error.h"
+// RMSNorm, SwiGLU and softmax, forward and backward, f32 with f64 row reductions; rows are
+// parallelised with OpenMP.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_checks.h"
+
 namespace grpo {
-void CpuOps::rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) { GRPO_THROW("rmsnorm: not implemented yet"); }
-void CpuOps::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) { GRPO_THROW("rmsnorm_backward: not implemented yet"); }
-void CpuOps::swiglu(Tensor out, Tensor gate, Tensor up) { GRPO_THROW("swiglu: not implemented yet"); }
-void CpuOps::swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) { GRPO_THROW("swiglu_backward: not implemented yet"); }
-void CpuOps::softmax(Tensor out, Tensor x) { GRPO_THROW("softmax: not implemented yet"); }
-void CpuOps::softmax_backward(Tensor dx, Tensor dout, Tensor out) { GRPO_THROW("softmax_backward: not implemented yet"); }
+
+namespace {
+
+// Loops smaller than this many elements stay on one thread.
+constexpr int64_t kParallelElems = int64_t(1) << 14;
+
+// x [..., C] with C >= 1 and w [C]; returns C.
+int64_t check_norm_input(const char* op, const Tensor& x, const Tensor& w) {
+  checks::tensor(op, "x", x, DType::f32, Device::cpu);
+  const int64_t C = x.size(-1);
+  GRPO_CHECK(C > 0, op << ": x is " << x.str() << ", expected a non-empty last dimension");
+  checks::shape(op, "w", w, DType::f32, Device::cpu, {C});
+  return C;
 }
+
+// rstd holds one f32 per row of x (shape [rows], or x's shape without its last dimension).
+void check_rstd(const char* op, const Tensor& rstd, const Tensor& x, int64_t rows) {
+  checks::tensor(op, "rstd", rstd, DType::f32, Device::cpu);
+  GRPO_CHECK(rstd.numel() == rows, op << ": rstd is " << rstd.str() << ", expected [" << rows
+                                      << "] (one value per row of x " << x.str() << ")");
+}
+
+float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
+
+}  // namespace
+
+// ---- RMSNorm ------------------------------------------------------------------------------
+
+void CpuOps::rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
+  const int64_t C = check_norm_input("rmsnorm", x, w);
+  checks::same("rmsnorm", "x", x, "out", out);
+  const int64_t rows = x.numel() / C;
+  check_rstd("rmsnorm", rstd, x, rows);
+  GRPO_CHECK(std::isfinite(eps) && eps >= 0.0f, "rmsnorm: eps is " << eps << ", expected a finite value >= 0");
+  const float* px = x.ptr<float>();
+  const float* pw = w.ptr<float>();
+  float* py = out.ptr<float>();
+  float* pr = rstd.ptr<float>();
+#pragma omp parallel for schedule(static) if (rows * C > kParallelElems)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = px + r * C;
+    float* yr = py + r * C;
+    double ss = 0.0;
+    for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * double(xr[c]);
+    const float rs = float(1.0 / std::sqrt(ss / double(C) + double(eps)));
+    pr[r] = rs;
+    // Hugging Face order: (x * rstd) * w.
+    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] * rs) * pw[c];
+  }
+}
+
+// y = x r w with r = (mean(x^2) + eps)^(-1/2):
+//   dx_j = r w_j dy_j - r^3 x_j / C * sum_k w_k dy_k x_k,   dw_j += sum_rows dy_j x_j r.
+void CpuOps::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) {
+  const int64_t C = check_norm_input("rmsnorm_backward", x, w);
+  checks::same("rmsnorm_backward", "x", x, "dout", dout);
+  checks::same("rmsnorm_backward", "x", x, "dx", dx);
+  checks::same("rmsnorm_backward", "w", w, "dw", dw);
+  const int64_t rows = x.numel() / C;
+  check_rstd("rmsnorm_backward", rstd, x, rows);
+  const float* px = x.ptr<float>();
+  const float* pw = w.ptr<float>();
+  const float* pdy = dout.ptr<float>();
+  const float* pr = rstd.ptr<float>();
+  float* pdx = dx.ptr<float>();
+  float* pdw = dw.ptr<float>();
+
+  // NOTES: dw is reduced over rows without atomics: each thread sums its (static, hence
+  // deterministic) share of rows into its own f64 row of `partial`, then the rows are added
+  // in thread order. dx may alias dout: each row's dout is fully read (dot product and dw)
+  // before dx of the same element is written.
+  const bool parallel = rows * C > kParallelElems;
+  const int n_threads = parallel ? std::max(1, omp_get_max_threads()) : 1;
+  std::vector<double> partial(size_t(n_threads) * size_t(C), 0.0);
+#pragma omp parallel num_threads(n_threads) if (parallel)
+  {
+    double* acc = partial.data() + size_t(omp_get_thread_num()) * size_t(C);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = px + r * C;
+      const float* dyr = pdy + r * C;
+      float* dxr = pdx + r * C;
+      const double rs = pr[r];
+      double dot = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        dot += double(dyr[c]) * double(pw[c]) * double(xr[c]);
+        acc[c] += double(dyr[c]) * double(xr[c]) * rs;
+      }
+      const float k = float(rs * rs * rs * dot / double(C));
+      const float rsf = float(rs);
+      for (int64_t c = 0; c < C; ++c) dxr[c] = rsf * (dyr[c] * pw[c]) - k * xr[c];
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0.0;
+    for (int t = 0; t < n_threads; ++t) s += partial[size_t(t) * size_t(C) + size_t(c)];
+    pdw[c] += float(s);
+  }
+}
+
+// ---- SwiGLU -------------------------------------------------------------------------------
+
+void CpuOps::swiglu(Tensor out, Tensor gate, Tensor up) {
+  checks::tensor("swiglu", "gate", gate, DType::f32, Device::cpu);
+  checks::same("swiglu", "gate", gate, "up", up);
+  checks::same("swiglu", "gate", gate, "out", out);
+  const float* pg = gate.ptr<float>();
+  const float* pu = up.ptr<float>();
+  float* py = out.ptr<float>();
+  const int64_t n = gate.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelElems)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = pg[i];
+    py[i] = (g * sigmoid(g)) * pu[i];
+  }
+}
+
+// silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g).
+void CpuOps::swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
+  checks::tensor("swiglu_backward", "gate", gate, DType::f32, Device::cpu);
+  checks::same("swiglu_backward", "gate", gate, "up", up);
+  checks::same("swiglu_backward", "gate", gate, "dout", dout);
+  checks::same("swiglu_backward", "gate", gate, "dgate", dgate);
+  checks::same("swiglu_backward", "gate", gate, "dup", dup);
+  const float* pg = gate.ptr<float>();
+  const float* pu = up.ptr<float>();
+  const float* pdy = dout.ptr<float>();
+  float* pdg = dgate.ptr<float>();
+  float* pdu = dup.ptr<float>();
+  const int64_t n = gate.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelElems)
+  for (int64_t i = 0; i < n; ++i) {
+    // All inputs read before either output is written: outputs may alias inputs.
+    const float g = pg[i], u = pu[i], dy = pdy[i];
+    const float s = sigmoid(g);
+    pdu[i] = dy * g * s;
+    pdg[i] = dy * u * s * (1.0f + g * (1.0f - s));
+  }
+}
+
+// ---- softmax ------------------------------------------------------------------------------
+
+void CpuOps::softmax(Tensor out, Tensor x) {
+  checks::tensor("softmax", "x", x, DType::f32, Device::cpu);
+  checks::same("softmax", "x", x, "out", out);
+  const int64_t C = x.size(-1);
+  if (x.numel() == 0) return;
+  const int64_t rows = x.numel() / C;
+  const float* px = x.ptr<float>();
+  float* py = out.ptr<float>();
+#pragma omp parallel for schedule(static) if (rows * C > kParallelElems)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = px + r * C;
+    float* yr = py + r * C;  // may equal xr: each element is read before it is written
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < C; ++c) mx = std::max(mx, xr[c]);
+    double sum = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      const float e = std::exp(xr[c] - mx);
+      yr[c] = e;
+      sum += e;
+    }
+    const float inv = float(1.0 / sum);
+    for (int64_t c = 0; c < C; ++c) yr[c] *= inv;
+  }
+}
+
+// dx = out * (dout - sum(dout * out)) per row.
+void CpuOps::softmax_backward(Tensor dx, Tensor dout, Tensor out) {
+  checks::tensor("softmax_backward", "out", out, DType::f32, Device::cpu);
+  checks::same("softmax_backward", "out", out, "dout", dout);
+  checks::same("softmax_backward", "out", out, "dx", dx);
+  const int64_t C = out.size(-1);
+  if (out.numel() == 0) return;
+  const int64_t rows = out.numel() / C;
+  const float* py = out.ptr<float>();
+  const float* pdy = dout.ptr<float>();
+  float* pdx = dx.ptr<float>();
+#pragma omp parallel for schedule(static) if (rows * C > kParallelElems)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* yr = py + r * C;
+    const float* dyr = pdy + r * C;
+    float* dxr = pdx + r * C;  // may equal dyr: the row's dot product is taken first
+    double dot = 0.0;
+    for (int64_t c = 0; c < C; ++c) dot += double(dyr[c]) * double(yr[c]);
+    const float d = float(dot);
+    for (int64_t c = 0; c < C; ++c) dxr[c] = yr[c] * (dyr[c] - d);
+  }
+}
+
+}  // namespace grpo
