@@ -189,8 +189,19 @@ std::string run_bench_ops(const BenchOpsOptions& options) {
   doc["timing"] = "best call after one warm-up; op and peer alternate for about min_seconds each";
   doc["matmul"] = Json::array();
   for (const auto& s : matmuls) doc["matmul"].push_back(bench_matmul(*ops, s, min_seconds));
+  // Attention has no BLAS twin; its peer is the best sgemm rate OpenBLAS reached in this run.
+  double blas_peak = 0;
+  for (const auto& m : doc["matmul"]) blas_peak = std::max(blas_peak, m["blas_gflops"].get<double>());
+  doc["blas_peak_gflops"] = blas_peak;
   doc["attention"] = Json::array();
-  for (const auto& s : attentions) doc["attention"].push_back(bench_attention(*ops, s, min_seconds));
+  for (const auto& s : attentions) {
+    Json a = bench_attention(*ops, s, min_seconds);
+    if (blas_peak > 0) {
+      a["fwd_ratio_vs_blas_peak"] = a["gflops_fwd"].get<double>() / blas_peak;
+      a["bwd_ratio_vs_blas_peak"] = a["gflops_bwd"].get<double>() / blas_peak;
+    }
+    doc["attention"].push_back(std::move(a));
+  }
   doc["moe_grouped_matmul"] = Json::array();
   for (const auto& s : moes) doc["moe_grouped_matmul"].push_back(bench_moe(*ops, s, min_seconds));
   return doc.dump(2);

@@ -13,6 +13,8 @@
 //     dimensions 4 and 5 differ").
 //   * The CPU backend computes in f32 (activations f32, indices i32). Backends that support
 //     bf16 storage say so in their own header.
+//   * Outputs must not overlap inputs unless the op says it may alias (overlap is rejected).
+//   * GEMM dimensions must fit in 32-bit ints (BLAS/cuBLAS interfaces).
 //   * Token-level ops take T = number of tokens of a packed batch; sequences are delimited by
 //     cu_seqlens [S + 1] (i32, cu_seqlens[0] = 0, non-decreasing, cu_seqlens[S] = T).
 #pragma once
@@ -101,7 +103,8 @@ class Ops {
   // ---- matmul --------------------------------------------------------------------------
   // out = op(a) @ op(b) (+ bias) (+ out if accumulate), op(x) = x^T when trans_x.
   // 2-D: a [M, K] (or [K, M] if trans_a), b [K, N] (or [N, K] if trans_b), out [M, N].
-  // 3-D: the same per batch index; a, b and out all have the leading batch dimension B.
+  // 3-D: the same per batch index; a, b and out all have the leading batch dimension B (b is
+  // not broadcast: flatten activations to 2-D to multiply by one weight).
   // bias [N] or undefined. Linear layers use trans_b = true with HF weights [out, in].
   virtual void matmul(Tensor out, Tensor a, Tensor b, Tensor bias, bool trans_a, bool trans_b,
                       bool accumulate = false) = 0;
@@ -115,22 +118,25 @@ class Ops {
   // ---- embedding -------------------------------------------------------------------------
   // out [T, C] = table[ids[t]]; ids i32 [T], table [V, C]. An id outside [0, V) throws.
   virtual void embedding(Tensor out, Tensor ids, Tensor table) = 0;
-  // dtable [V, C] += scatter of dout [T, C] by ids (parameter grad: accumulates).
+  // dtable [V, C] += scatter of dout [T, C] by ids (parameter grad: accumulates); ids are
+  // checked as in the forward.
   virtual void embedding_backward(Tensor dtable, Tensor dout, Tensor ids) = 0;
 
   // ---- RMSNorm ---------------------------------------------------------------------------
   // Over the last dimension C: out = x / sqrt(mean(x^2) + eps) * w. x, out [..., C], w [C],
   // rstd f32 [rows] saved for backward (rows = numel / C). Per-head norms (Qwen3 q/k norm)
-  // pass x as [T, H, D] with w [D].
+  // pass x as [T, H, D] with w [D] (rstd may then be [T, H]: any shape with `rows` elements).
+  // out may alias x.
   virtual void rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) = 0;
-  // dx ASSIGNED, dw ACCUMULATES.
+  // dx ASSIGNED (may alias dout), dw ACCUMULATES.
   virtual void rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) = 0;
 
   // ---- RoPE ------------------------------------------------------------------------------
   // x, out [T, H, D]; positions i32 [T]. out may alias x (in place). Dimensions past rot_dim
   // are copied unchanged.
   virtual void rope(Tensor out, Tensor x, Tensor positions, const RopeParams& p) = 0;
-  // dx ASSIGNED (the inverse rotation of dout); dx may alias dout.
+  // dx ASSIGNED = attention_scaling * R^T dout (the transpose of the forward map; the inverse
+  // only when attention_scaling == 1); dx may alias dout.
   virtual void rope_backward(Tensor dx, Tensor dout, Tensor positions, const RopeParams& p) = 0;
 
   // ---- attention -------------------------------------------------------------------------
@@ -145,18 +151,21 @@ class Ops {
 
   // Paged KV cache: k_cache and v_cache [num_blocks, block_size, Hkv, D].
   // Writes the new tokens' k, v [T, Hkv, D] into cache slots slot_mapping i32 [T]
-  // (slot = block * block_size + offset; a negative slot skips the token).
+  // (slot = block * block_size + offset; a negative slot skips the token). Slots must be
+  // distinct: two tokens writing one slot leave either value.
   virtual void kv_cache_write(Tensor k_cache, Tensor v_cache, Tensor k, Tensor v, Tensor slot_mapping) = 0;
   // Attention of new tokens against the cache (prefill chunks and decoding alike).
   // q [T, Hq, D] holds the new tokens of B sequences, cu_seqlens_q i32 [B + 1];
   // seq_lens_k i32 [B] is each sequence's context length INCLUDING its new tokens, whose
   // k/v must already be written; block_table i32 [B, max_blocks]. New token j of sequence b
   // sits at position seq_lens_k[b] - n_b + j and attends causally to positions <= its own.
+  // Only the block-table entries covering positions < seq_lens_k[b] are read (and checked
+  // against num_blocks); the rest of a row may hold anything (e.g. -1 padding).
   virtual void attention_paged(Tensor out, Tensor q, Tensor k_cache, Tensor v_cache, Tensor cu_seqlens_q,
                                Tensor seq_lens_k, Tensor block_table, float scale) = 0;
 
   // ---- activations -----------------------------------------------------------------------
-  // out = silu(gate) * up; gate, up, out [N, F].
+  // out = silu(gate) * up; gate, up, out of one shape (e.g. [N, F]).
   virtual void swiglu(Tensor out, Tensor gate, Tensor up) = 0;
   // dgate, dup ASSIGNED.
   virtual void swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) = 0;
@@ -169,23 +178,26 @@ class Ops {
   // logits [T, E] -> scores [T, E] (softmax or sigmoid, saved for backward), topk_ids i32
   // [T, K] (highest score + bias first; ties to the lower expert id) and topk_weights f32
   // [T, K]. With replay = true, topk_ids is an INPUT (routing replay) and only the weights
-  // are computed for the given experts.
+  // are computed for the given experts (ids in [0, E), no duplicates within a row).
+  // Renormalisation divides by (sum + 1e-20), so all-underflowing rows give 0, not NaN.
   virtual void moe_router(Tensor topk_weights, Tensor topk_ids, Tensor scores, Tensor logits,
                           const RouterParams& p, bool replay = false) = 0;
-  // dlogits [T, E] ASSIGNED from dtopk_weights [T, K].
+  // dlogits [T, E] ASSIGNED from dtopk_weights [T, K]; p.selection_bias gets no gradient
+  // and is not read.
   virtual void moe_router_backward(Tensor dlogits, Tensor dtopk_weights, Tensor scores, Tensor topk_ids,
                                    const RouterParams& p) = 0;
   // Groups the T*K (token, slot) pairs by expert, stable in (token, slot) order:
   // expert_offsets i32 [E + 1] (rows of expert e are [offsets[e], offsets[e+1])),
   // src_token i32 [T*K] (token each permuted row comes from) and
-  // dest_row i32 [T*K] (permuted row of pair t*K + k).
+  // dest_row i32 [T*K] (permuted row of pair t*K + k; a permutation of [0, T*K)). K <= E.
   virtual void moe_align(Tensor expert_offsets, Tensor src_token, Tensor dest_row, Tensor topk_ids,
                          int64_t num_experts) = 0;
   // xp [T*K, C] = x [T, C] gathered by src_token.
   virtual void moe_permute(Tensor xp, Tensor x, Tensor src_token) = 0;
   // dx [T, C] ASSIGNED = sum of dxp rows that came from each token.
   virtual void moe_permute_backward(Tensor dx, Tensor dxp, Tensor src_token) = 0;
-  // out [T, C] = sum_k topk_weights[t, k] * yp[dest_row[t*K + k]].
+  // out [T, C] = sum_k topk_weights[t, k] * yp[dest_row[t*K + k]]; yp has exactly T*K rows
+  // and dest_row must be a permutation of [0, T*K).
   virtual void moe_unpermute(Tensor out, Tensor yp, Tensor dest_row, Tensor topk_weights) = 0;
   // dyp [T*K, C] ASSIGNED; dtopk_weights [T, K] ASSIGNED.
   virtual void moe_unpermute_backward(Tensor dyp, Tensor dtopk_weights, Tensor dout, Tensor yp,
@@ -202,11 +214,12 @@ class Ops {
   // For each token t: logits = (hidden[t] @ w^T) * inv_temperature over the vocabulary,
   // logprob[t] = log softmax(logits)[targets[t]], entropy[t] = -sum p log p.
   // hidden [T, C], w [V, C], targets i32 [T]; logprob, entropy, lse f32 [T] (entropy may be
-  // undefined). Computed in tiles of tokens x vocab: [T, V] is never held whole.
+  // undefined). inv_temperature must be finite and > 0. Computed in tiles of tokens x vocab:
+  // [T, V] is never held whole.
   virtual void lm_head_logprob(Tensor logprob, Tensor entropy, Tensor lse, Tensor hidden, Tensor w,
                                Tensor targets, float inv_temperature) = 0;
   // dhidden [T, C] ASSIGNED, dw [V, C] ACCUMULATES (either may be undefined), from
-  // dlogprob [T] and dentropy [T] (undefined: zero). entropy must be the forward's output
+  // dlogprob [T] (required) and dentropy [T] (undefined: zero). entropy must be the forward's output
   // when dentropy is given.
   virtual void lm_head_logprob_backward(Tensor dhidden, Tensor dw, Tensor dlogprob, Tensor dentropy,
                                         Tensor hidden, Tensor w, Tensor targets, Tensor lse, Tensor entropy,
@@ -216,8 +229,13 @@ class Ops {
   // logits [B, V] -> tokens i32 [B] and logprobs f32 [B]: the log-prob of the chosen token
   // under the temperature-scaled, unfiltered distribution softmax(logits / temperature)
   // (what the learner recomputes); for greedy rows, under softmax(logits).
-  // params has B entries. The uniform for row b is the first word of
-  // philox_block(seed, stream, offset), so draws do not depend on batch composition.
+  // params has B entries. The uniform for row b is u = uniform_from_u32(first word of
+  // philox_block(seed, stream, offset)), so draws do not depend on batch composition.
+  // The draw (every backend reproduces it): order tokens by descending logit, ties to the
+  // lower id; the kept set is a prefix of that order (top_k, then top_p, then min_p, never
+  // empty); return the first kept token whose cumulative renormalised probability exceeds u.
+  // Greedy rows ignore the filters. Backends agree up to exp rounding at a CDF boundary
+  // (kernels/cpu/cpu_sampling.cpp spells out the arithmetic).
   virtual void sample(Tensor tokens, Tensor logprobs, Tensor logits, std::span<const SamplingParams> params) = 0;
 
   // ---- optimizer -------------------------------------------------------------------------
