@@ -1,0 +1,79 @@
+// KvCache: a paged key/value cache for Model::prefill / decode_step.
+//
+// A pool of num_blocks blocks of block_size token slots per layer, for K and V:
+//   k(layer), v(layer)  f32 [num_blocks, block_size, Hkv, D]   (Ops::kv_cache_write layout)
+// and, per sequence, a block table (the pool blocks holding its positions, in order) and its
+// cached length. Token at position p of a sequence lives in slot
+//   blocks[p / block_size] * block_size + p % block_size.
+// Blocks come from a free list and return to it when the sequence is removed. This is the
+// model's own cache; the rollout scheduler with prefix sharing (issue 6) builds on it.
+// Bookkeeping lives on the host; only K and V are on the device.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "core/buffer.h"
+#include "kernels/ops.h"
+#include "policy/model_config.h"
+
+namespace grpo {
+
+struct KvCacheConfig {
+  int64_t num_blocks = 0;   // pool size (blocks per layer)
+  int64_t block_size = 16;  // token slots per block
+};
+
+class KvCache {
+ public:
+  KvCache(Ops& ops, const ModelConfig& cfg, const KvCacheConfig& kc);
+
+  // Device bytes a cache of this shape needs (K and V of every layer).
+  static size_t bytes_needed(const ModelConfig& cfg, const KvCacheConfig& kc);
+
+  int64_t num_layers() const { return layers_; }
+  int64_t block_size() const { return kc_.block_size; }
+  int64_t num_blocks() const { return kc_.num_blocks; }
+  int64_t free_blocks() const { return int64_t(free_.size()); }
+  Tensor k(int64_t layer) const;
+  Tensor v(int64_t layer) const;
+
+  // A new, empty sequence; returns its id (ids are never reused).
+  int64_t add_sequence();
+  // Frees the sequence's blocks. Unknown ids are an error.
+  void remove_sequence(int64_t id);
+  bool has_sequence(int64_t id) const { return seqs_.count(id) != 0; }
+  int64_t num_sequences() const { return int64_t(seqs_.size()); }
+  // Tokens cached for the sequence.
+  int64_t length(int64_t id) const;
+  // Its block table (pool block of each block_size positions).
+  const std::vector<int32_t>& blocks(int64_t id) const;
+  // Makes room for n more tokens, taking blocks from the pool; throws naming the blocks
+  // needed and free when the pool is exhausted (nothing is taken then).
+  void reserve(int64_t id, int64_t n);
+  // Marks n more tokens (already reserved) as cached.
+  void advance(int64_t id, int64_t n);
+  // Drops the tokens past `length` (<= the cached length), returning whole blocks past it to
+  // the pool (rolling a sequence back, e.g. to re-decode from a prefix).
+  void truncate(int64_t id, int64_t length);
+  // Cache slot of position `pos` of the sequence (reserved positions only).
+  int32_t slot(int64_t id, int64_t pos) const;
+
+ private:
+  struct Seq {
+    int64_t length = 0;
+    std::vector<int32_t> blocks;
+  };
+  const Seq& seq(int64_t id) const;
+  Seq& seq(int64_t id);
+
+  KvCacheConfig kc_;
+  int64_t layers_ = 0, kv_heads_ = 0, head_dim_ = 0;
+  Buffer buffer_;
+  std::vector<int32_t> free_;  // stack of free blocks
+  std::unordered_map<int64_t, Seq> seqs_;
+  int64_t next_id_ = 0;
+};
+
+}  // namespace grpo

@@ -1,0 +1,147 @@
+// Model: the decoder of every supported Hugging Face model_type (policy/model_config.h), with
+// hand-written forward and backward over packed sequences and incremental decoding over a
+// paged KV cache. All compute goes through Ops (kernels/ops.h); the model never branches on
+// the device.
+//
+//   ModelConfig cfg = load_model_config("ckpt/");
+//   Model model(cfg, ops, {.max_tokens = 4096, .max_seqs = 64});
+//   model.load("ckpt/");
+//   ForwardOutputs out{.logprob = lp, .entropy = ent};
+//   model.forward(batch, {.with_grad = true, .entropy = true}, out);
+//   model.zero_grad();
+//   model.backward(dlogprob, dentropy, model.aux_loss_coef());   // grads() accumulates
+//   ops.adamw(...over model.params() / model.grads() ranges...);
+//
+// Memory (llm.c style): parameters and gradients are two flat f32 buffers laid out by the
+// ParamTable (policy/params.h); training activations live in one Arena sized at construction
+// for ModelLimits::max_tokens / max_seqs, decoding activations in another sized for
+// max_decode_tokens / max_decode_seqs. A larger batch is a grpo::Error naming the limit, never
+// a reallocation.
+//
+// Forward per layer:  h = x + o_proj(attn(rope(qk_norm(q_proj(n1))), ...)),  n1 = rmsnorm(x)
+//                     x' = h + ffn(rmsnorm(h))      (ffn: SwiGLU MLP or routed experts)
+// Backward is the forward's call list in reverse; parameter grads ACCUMULATE into grads().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "kernels/ops.h"
+#include "policy/model_config.h"
+#include "policy/params.h"
+
+namespace grpo {
+
+class KvCache;
+
+struct ModelLimits {
+  int64_t max_tokens = 2048;        // tokens of one packed training/scoring batch
+  int64_t max_seqs = 64;            // sequences of one packed batch
+  bool training = true;             // allocate gradients and keep activations for backward
+  bool recompute = false;           // keep only each layer's input; recompute the layer in backward
+  int64_t max_decode_tokens = 0;    // new tokens of one prefill/decode_step call (0: no decoding)
+  int64_t max_decode_seqs = 0;      // sequences of one prefill/decode_step call
+};
+
+// A packed batch: S sequences concatenated, no padding. Tensors on the ops' device.
+struct PackedBatch {
+  Tensor tokens;      // i32 [T]
+  Tensor targets;     // i32 [T]: the token whose log-prob is wanted at each position (usually the
+                      // next token); any valid id where there is none (give it zero gradient)
+  Tensor positions;   // i32 [T]: RoPE position of each token (0-based within its sequence)
+  Tensor cu_seqlens;  // i32 [S + 1]: sequence boundaries (attention is causal within each)
+};
+
+struct ForwardOptions {
+  bool with_grad = false;        // keep what backward() needs (requires ModelLimits::training)
+  bool entropy = false;          // also compute each position's entropy
+  float temperature = 1.0f;      // log-probs and entropy of softmax(logits / temperature)
+  std::optional<bool> aux_loss;  // load-balancing loss (default: config.output_router_logits)
+  // i32 [num_moe_layers, T, K] or undefined: route each token to these experts (routing
+  // replay) instead of the router's top-k; the gate weights are recomputed for them.
+  Tensor replay_routing;
+};
+
+struct ForwardOutputs {
+  Tensor logprob;  // f32 [T], required
+  Tensor entropy;  // f32 [T], required when ForwardOptions::entropy
+  Tensor routing;  // i32 [num_moe_layers, T, K] or undefined: receives the experts used
+  // transformers' load_balancing_loss_func over all MoE layers (the unscaled aux_loss it
+  // returns; its training loss adds router_aux_loss_coef * aux_loss). 0 when not computed.
+  float aux_loss = 0.0f;
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, Ops& ops, const ModelLimits& limits);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const;
+  const ModelLimits& limits() const;
+  const ParamTable& table() const;
+  Ops& ops() const;
+
+  // The flat buffers: f32 [table().size()]. grads() is undefined unless limits.training.
+  Tensor params() const;
+  Tensor grads() const;
+  // One tensor by Hugging Face name, with its HF shape (views into the flat buffers).
+  Tensor param(const std::string& name) const;
+  Tensor grad(const std::string& name) const;
+  void zero_grad();
+
+  // Hugging Face initialisation (model_init.cpp): normal(0, initializer_range) for every
+  // weight matrix and embedding (the pad_token_id row zeroed), ones for norms, zeros for
+  // biases. Deterministic in `seed` (Philox, one stream per tensor).
+  void init_weights(uint64_t seed);
+  // Weights from a Hugging Face directory (model.safetensors or a sharded index); every
+  // tensor of the table must be present with its shape; unexpected tensors are an error
+  // (except rotary inv_freq buffers and lm_head.weight of a tied model).
+  void load(const std::string& dir);
+  // Writes config.json and the weights (HF names) as `dtype` (f32, bf16 or f16), sharded when
+  // larger than max_shard_bytes (0: one file).
+  void save(const std::string& dir, DType dtype = DType::f32, uint64_t max_shard_bytes = 0) const;
+
+  // Per-token log-probs (and entropy) of batch.targets, and the aux loss when enabled.
+  void forward(const PackedBatch& batch, const ForwardOptions& options, ForwardOutputs& out);
+  // Gradients of  L = sum_t dlogprob[t] * logprob[t] + sum_t dentropy[t] * entropy[t]
+  //                   + aux_loss_grad * aux_loss
+  // for the last forward (which must have had with_grad), ACCUMULATED into grads().
+  // dlogprob f32 [T] (required), dentropy f32 [T] or undefined (needs options.entropy).
+  // aux_loss_grad needs a forward that computed the aux loss (else it must be 0).
+  void backward(Tensor dlogprob, Tensor dentropy, float aux_loss_grad);
+  // router_aux_loss_coef when config.output_router_logits, else 0: the aux_loss_grad that
+  // reproduces transformers' training loss.
+  float aux_loss_coef() const;
+
+  // Incremental decoding. prefill appends num_tokens[b] tokens to cache sequence seq_ids[b]
+  // (tokens i32 [sum num_tokens] on the device, grouped by sequence, continuing at the
+  // sequence's cached length), writes their K/V into the cache and returns the logits of
+  // each sequence's last new token: logits f32 [B, V] (temperature not applied).
+  // routing (optional) i32 [num_moe_layers, sum num_tokens, K] receives the experts used.
+  void prefill(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, std::span<const int64_t> num_tokens,
+               Tensor logits, Tensor routing = {});
+  // One new token per sequence: tokens i32 [B].
+  void decode_step(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, Tensor logits,
+                   Tensor routing = {});
+
+  // Bytes of the two activation arenas (training, decoding).
+  size_t training_arena_bytes() const;
+  size_t decode_arena_bytes() const;
+  // The training-arena size a model of cfg would allocate for `limits`, without building it.
+  static size_t training_arena_bytes(const ModelConfig& cfg, const ModelLimits& limits);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Reads dir/config.json, builds the model and loads its weights.
+std::unique_ptr<Model> load_model(const std::string& dir, Ops& ops, const ModelLimits& limits);
+
+}  // namespace grpo
