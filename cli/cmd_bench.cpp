@@ -42,6 +42,52 @@ void add_bench_commands(CLI::App& app, Runner& run) {
   ops->add_option("--threads", args->options.threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   ops->add_option("--out", args->out, "Write the JSON here instead of stdout");
   ops->callback([&run, args] { run = [args] { return write_output(run_bench_ops(args->options), args->out); }; });
+
+  struct TokenizerArgs {
+    BenchTokenizerOptions options;
+    std::string out;
+  };
+  auto targs = std::make_shared<TokenizerArgs>();
+  CLI::App* tok = bench->add_subcommand("tokenizer", "Encoding MB/s on mixed-language text, next to raw PCRE2");
+  tok->add_option("--tokenizer", targs->options.tokenizer, "Folder with tokenizer.json")->required();
+  tok->add_option("--mb", targs->options.megabytes, "Size of the generated text in MB")->check(CLI::PositiveNumber);
+  tok->add_option("--threads", targs->options.threads, "Threads for batched encoding (0: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  tok->add_option("--min-seconds", targs->options.min_seconds, "Time each measurement for at least this long")
+      ->check(CLI::PositiveNumber);
+  tok->add_flag("--quick", targs->options.quick, "0.5 MB of text, short timings (a smoke run)");
+  tok->add_option("--save-text", targs->options.save_text, "Also write the generated text to this file");
+  tok->add_option("--out", targs->out, "Write the JSON here instead of stdout");
+  tok->callback([&run, targs] {
+    run = [targs] { return write_output(run_bench_tokenizer(targs->options), targs->out); };
+  });
+
+  struct ModelArgs {
+    BenchModelOptions options;
+    std::string out;
+  };
+  auto margs = std::make_shared<ModelArgs>();
+  CLI::App* mod = bench->add_subcommand("model", "Training, prefill and decode tokens/s of a model preset");
+  mod->add_option("--arch", margs->options.arch, "model_type (llama, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral, olmoe)")
+      ->required();
+  mod->add_option("--preset", margs->options.preset, "Model preset: tiny or small");
+  mod->add_option("--device", margs->options.device, "Backend (cpu)");
+  mod->add_option("--train-tokens", margs->options.train_tokens, "Tokens of the packed training batch")
+      ->check(CLI::PositiveNumber);
+  mod->add_option("--seq-len", margs->options.seq_len, "Sequence length in the training batch")
+      ->check(CLI::PositiveNumber);
+  mod->add_option("--prompt-len", margs->options.prompt_len, "Prefill length per sequence")->check(CLI::PositiveNumber);
+  mod->add_option("--decode-steps", margs->options.decode_steps, "Decode steps per timed run")
+      ->check(CLI::PositiveNumber);
+  mod->add_option("--batches", margs->options.batches, "Prefill/decode batch sizes")->check(CLI::PositiveNumber);
+  mod->add_option("--min-seconds", margs->options.min_seconds, "Time each case for at least this long")
+      ->check(CLI::PositiveNumber);
+  mod->add_option("--threads", margs->options.threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  mod->add_flag("--quick", margs->options.quick, "Small sizes, batches 1 and 8 (a smoke run)");
+  mod->add_option("--out", margs->out, "Write the JSON here instead of stdout");
+  mod->callback([&run, margs] {
+    run = [margs] { return write_output(run_bench_model(margs->options), margs->out); };
+  });
 }
 
 }  // namespace grpo::cli

@@ -12,4 +12,13 @@ using Runner = std::function<int()>;
 // `grpo bench ...`
 void add_bench_commands(CLI::App& app, Runner& run);
 
+// `grpo tokenize --tokenizer DIR [--decode]`
+void add_tokenize_command(CLI::App& app, Runner& run);
+
+// `grpo reward score|serve|list ...` (serve only with GRPO_SERVICES)
+void add_reward_commands(CLI::App& app, Runner& run);
+
+// `grpo model init|info ...`
+void add_model_commands(CLI::App& app, Runner& run);
+
 }  // namespace grpo::cli

@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
 
   grpo::cli::Runner run;
   grpo::cli::add_bench_commands(app, run);
+  grpo::cli::add_tokenize_command(app, run);
+  grpo::cli::add_reward_commands(app, run);
+  grpo::cli::add_model_commands(app, run);
 
   if (std::string bad = unknown_subcommand(app, argc, argv); !bad.empty()) {
     std::fprintf(stderr, "grpo: error: %s\n", bad.c_str());

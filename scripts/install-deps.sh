@@ -10,12 +10,17 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   # compute
   libopenblas-dev
+  # tokenizer: tokenizer.json regexes (PCRE2 with JIT) and Unicode normalization (ICU)
+  libpcre2-dev libicu-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # services: gRPC and protobuf (precompiled, from Debian)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # HTTP (Boost.Beast on Asio), JSON, command line
   libboost-dev nlohmann-json3-dev libcli11-dev
+  # rewards: GiNaC (math answers), bubblewrap (code sandbox), Python for code answers, the
+  # Python example reward server and its test (grpcio, grpc_tools, protobuf), openssl (TLS test)
+  libginac-dev bubblewrap python3 python3-grpcio python3-grpc-tools python3-protobuf openssl
 )
 
 missing=()
