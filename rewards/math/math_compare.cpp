@@ -67,13 +67,17 @@ double expansion_cost(const ex& e, int depth = 0) {
       if (is_a<numeric>(p.op(k))) n = ex_to<numeric>(p.op(k));
     if (!n) return cost;
     double magnitude = exponent_magnitude(*n);
-    if (magnitude * power_growth_bits(b) > kMaxBits) return kHuge;
+    double growth = power_growth_bits(b);
+    if (std::isnan(growth) || (growth > 0 && !(magnitude * growth <= kMaxBits))) return kHuge;
+    if (magnitude > 1e6) return kHuge;  // normal() can turn x^{10^{100}} into dense work
     if (!n->is_integer() || base <= 1) return cost;
-    if (magnitude > 1e6) return kHuge;
     double log_terms = std::lgamma(magnitude + base) - std::lgamma(magnitude + 1) - std::lgamma(base);
     double words = 1 + magnitude * max_number_bits(b) / 64;
     return log_terms > 27 ? kHuge : std::min(kHuge, std::exp(log_terms) * words * std::max(1.0, cost / base));
   }
+  // normal() may rewrite exp(n) as exp(1)^n and work with that power: no large numbers in a
+  // function's arguments.
+  if (is_a<GiNaC::function>(e) && max_number_bits(e) > 20) return kHuge;
   bool product = is_a<GiNaC::mul>(e);
   double cost = product ? 1 : 0;
   for (size_t k = 0; k < e.nops(); ++k) {
@@ -167,30 +171,41 @@ class Comparer {
 
   size_t points_needed() const { return points_.size() == 1 ? 1 : 3; }
 
-  // CLN answers 0.0 for sin/cos/tan of an argument far beyond the working precision
-  // (sin(10^{50000})); such a point is not evaluable.
-  static bool trig_argument_too_large(const ex& e) {
+  // NOTES: whether CLN's floats can be trusted with `e` at `point`. CLN answers 0.0 for
+  // sin/cos/tan of an argument far beyond the working precision (sin(10^{50000})), and a float's
+  // binary exponent silently wraps past about 2^62 (1.5^{10^{20}} comes out as ~10^{9.5e17}).
+  // So every power b^p needs |p ln|b|| <= 1e15 and every exp or trig argument |a| <= 1e15, or
+  // the point is not evaluable. Checked on the tree before substituting, since subs() already
+  // evaluates b^p once b is a float; children first, so each evaluation here is itself safe.
+  static bool float_safe(const ex& e, const GiNaC::exmap& point) {
+    for (size_t k = 0; k < e.nops(); ++k)
+      if (!float_safe(e.op(k), point)) return false;
+    const numeric limit(1e15);
+    if (is_a<GiNaC::power>(e)) {
+      ex b = e.op(0).subs(point).evalf(), p = e.op(1).subs(point).evalf();
+      if (!is_a<numeric>(b) || !is_a<numeric>(p)) return false;
+      numeric magnitude = GiNaC::abs(ex_to<numeric>(b));
+      if (magnitude.is_zero()) return true;
+      return GiNaC::abs(ex_to<numeric>(p)) * GiNaC::abs(GiNaC::log(magnitude)) <= limit;
+    }
     if (is_a<GiNaC::function>(e)) {
       const std::string& name = ex_to<GiNaC::function>(e).get_name();
-      if (name == "sin" || name == "cos" || name == "tan") {
-        ex arg = e.op(0).evalf();
-        if (!is_a<numeric>(arg) || GiNaC::abs(ex_to<numeric>(arg)) > numeric(1e15)) return true;
+      if (name == "sin" || name == "cos" || name == "tan" || name == "exp") {
+        ex arg = e.op(0).subs(point).evalf();
+        return is_a<numeric>(arg) && GiNaC::abs(ex_to<numeric>(arg)) <= limit;
       }
     }
-    for (size_t k = 0; k < e.nops(); ++k)
-      if (trig_argument_too_large(e.op(k))) return true;
-    return false;
+    return true;
   }
 
   static std::optional<numeric> evaluate(const ex& e, const GiNaC::exmap& point, int digits) {
     GiNaC::Digits = digits;
     try {
-      ex substituted = e.subs(point);
-      if (trig_argument_too_large(substituted)) {
+      if (!float_safe(e, point)) {
         GiNaC::Digits = kDigits;
         return std::nullopt;
       }
-      ex r = substituted.evalf();
+      ex r = e.subs(point).evalf();
       GiNaC::Digits = kDigits;
       if (is_a<numeric>(r)) return ex_to<numeric>(r);
     } catch (...) {

@@ -7,7 +7,8 @@
 //      the tolerance); otherwise |a-b| < rel_tol * max(|a|,|b|) (0.3333333 = 1/3, 0.333 != 1/3);
 //   3. with free symbols, a - b simplifying to a nonzero number makes them different
 //      (x^{10^9} vs x^{10^9} + 1, whatever the tolerance);
-//   4. both are evaluated (40 digits) at the comparison's points: one point for constants,
+//   4. both are evaluated (40 and 80 digits; a value counts when the two agree and no power
+//      or exp/trig argument is beyond what floats hold) at the comparison's points: one for constants,
 //      6 when symbols occur (3 with every symbol positive, 3 with mixed signs; each symbol's
 //      values depend only on its name). A point where both evaluate and |a-b| is at least
 //      rel_tol * max(|a|,|b|) and at least 1e-25 makes them different;

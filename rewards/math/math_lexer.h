@@ -42,7 +42,7 @@ enum class Tok {
   kPi,        // \pi
   kInfty,     // \infty
   kEmptySet,  // \emptyset, \varnothing
-  kMatBegin,  // \begin{pmatrix} (also bmatrix, Bmatrix, vmatrix-free plain matrix, smallmatrix)
+  kMatBegin,  // \begin{pmatrix} (also bmatrix, Bmatrix, matrix, smallmatrix, array)
   kMatEnd,    // \end{pmatrix}
   kRowSep,    // \\ (a matrix row break)
 };

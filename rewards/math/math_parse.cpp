@@ -56,8 +56,10 @@ static double growth_bits(const ex& base, int depth) {
     for (size_t k = 0; k < base.nops(); ++k) bits += growth_bits(base.op(k), depth + 1);
     return bits;
   }
-  if (is_a<GiNaC::power>(base) && is_a<numeric>(base.op(1)))
-    return growth_bits(base.op(0), depth + 1) * std::max(1.0, exponent_magnitude(ex_to<numeric>(base.op(1))));
+  if (is_a<GiNaC::power>(base) && is_a<numeric>(base.op(1))) {
+    double inner = growth_bits(base.op(0), depth + 1);  // (x^{10^{900}})^n grows nothing
+    return inner == 0 ? 0 : inner * std::max(1.0, exponent_magnitude(ex_to<numeric>(base.op(1))));
+  }
   return 0;
 }
 
@@ -576,7 +578,7 @@ ex checked_power(const ex& base, const ex& exponent) {
       if (b.is_zero() && p.real().is_negative()) throw MathError("division by zero");
     }
     double bits = power_growth_bits(base);
-    if (bits > 0 && !(magnitude * bits <= kMaxBits)) throw MathError("power too large");
+    if (std::isnan(bits) || (bits > 0 && !(magnitude * bits <= kMaxBits))) throw MathError("power too large");
   }
   ex result = GiNaC::pow(base, exponent);
   return check_size(result);
