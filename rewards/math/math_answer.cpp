@@ -332,7 +332,7 @@ class AnswerParser {
       GiNaC::exmap signs;
       for (size_t k = 0; k < used.size(); ++k) signs[used[k]] = (mask >> k & 1) ? -1 : 1;
       Answer choice = a;
-      choice.value = check_size(v.subs(signs));
+      choice.value = checked_subs(v, signs);
       bool seen = false;
       for (const Answer& other : list.items) seen = seen || other.value.is_equal(choice.value);
       if (!seen) list.items.push_back(std::move(choice));

@@ -43,7 +43,9 @@ double exponent_magnitude(const numeric& p) {
   return std::fabs(re.to_double());
 }
 
-static double growth_bits(const ex& base, int depth) {
+namespace {
+
+double growth_bits(const ex& base, int depth) {
   if (depth > 32) return kMaxBits;
   if (is_a<numeric>(base)) {
     const numeric& b = ex_to<numeric>(base);
@@ -62,6 +64,8 @@ static double growth_bits(const ex& base, int depth) {
   }
   return 0;
 }
+
+}  // namespace
 
 double power_growth_bits(const ex& base) { return growth_bits(base, 0); }
 
@@ -95,6 +99,19 @@ ex checked_binomial(const ex& n, const ex& k) {
   }
   return GiNaC::binomial(n, k);
 }
+
+// NOTES: |u| is our own GiNaC function, not GiNaC's abs(): abs() evaluation asks for real and
+// imaginary parts, which expands powers (the real part of x^{30000} is a 30000-term binomial
+// sum) and comes back through abs(u)^n even when held. grpo_abs evaluates only for numbers
+// (exact or float) and is otherwise opaque to GiNaC (normal() treats it like a symbol).
+DECLARE_FUNCTION_1P(grpo_abs)
+
+ex grpo_abs_eval(const ex& x) {
+  if (is_a<numeric>(x)) return GiNaC::abs(ex_to<numeric>(x));
+  return grpo_abs(x).hold();
+}
+
+REGISTER_FUNCTION(grpo_abs, eval_func(grpo_abs_eval).evalf_func(grpo_abs_eval))
 
 bool is_pure_integer(const Token& t) {
   return t.kind == Tok::kNum && t.exp10 == 0 && t.text.find('.') == std::string::npos;
@@ -361,7 +378,7 @@ class ExprParser {
       ex e = expr();
       --abs_depth_;
       expect_op("|");
-      return GiNaC::abs(e);
+      return checked_abs(e);
     }
     fail("unexpected token");
   }
@@ -582,6 +599,43 @@ ex checked_power(const ex& base, const ex& exponent) {
   }
   ex result = GiNaC::pow(base, exponent);
   return check_size(result);
+}
+
+ex checked_abs(const ex& x) { return grpo_abs(x); }
+
+namespace {
+
+// Rebuilds an expression bottom-up through the guarded constructors, so that substituting
+// (the signs of \pm, for one) never makes GiNaC compute an unchecked power, factorial or
+// binomial: (898.58)^{(18 \pm 5)!} becomes 898.58^{23!}, which checked_power refuses.
+class GuardedSubs : public GiNaC::map_function {
+ public:
+  explicit GuardedSubs(const GiNaC::exmap& m) : map_(m) {}
+
+  ex operator()(const ex& e) override {
+    if (is_a<GiNaC::symbol>(e)) {
+      auto it = map_.find(e);
+      return it == map_.end() ? e : it->second;
+    }
+    if (is_a<GiNaC::power>(e)) return checked_power((*this)(e.op(0)), (*this)(e.op(1)));
+    if (is_a<GiNaC::function>(e)) {
+      const std::string& name = ex_to<GiNaC::function>(e).get_name();
+      if (name == "factorial") return checked_factorial((*this)(e.op(0)));
+      if (name == "binomial") return checked_binomial((*this)(e.op(0)), (*this)(e.op(1)));
+      if (name == "grpo_abs") return checked_abs((*this)(e.op(0)));
+    }
+    return check_size(e.map(*this));
+  }
+
+ private:
+  const GiNaC::exmap& map_;
+};
+
+}  // namespace
+
+ex checked_subs(const ex& e, const GiNaC::exmap& m) {
+  GuardedSubs subs(m);
+  return subs(e);
 }
 
 ex parse_expression(const std::vector<Token>& tokens, size_t begin, size_t end, ParseContext& ctx) {

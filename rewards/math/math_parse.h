@@ -81,13 +81,18 @@ int numeric_bits(const GiNaC::numeric& n);
 double exponent_magnitude(const GiNaC::numeric& p);
 // NOTES: how many bits of exact numbers GiNaC computes per unit of exponent when it evaluates
 // or expands base^n: a number's own size (2^n), the numeric factor of a product
-// ((2x)^n = 2^n x^n), the content of a sum ((x/100 + 1)^n pulls out 100^-n), and a numeric
+// ((2x)^n = 2^n x^n), the content of a sum ((x/100 + 1)^n pulls out 100^-n), a numeric
 // power's base times its exponent ((2^{1/2})^n = 2^{n/2}). 0, +-1 and +-i never grow; symbols
-// and functions stay symbolic. |n| times this must stay under kMaxBits.
+// and functions (|u| included, see checked_abs) stay symbolic. |n| times this must stay under
+// kMaxBits.
 double power_growth_bits(const GiNaC::ex& base);
 
 // Guarded constructors, also used by the answer parser.
 GiNaC::ex checked_power(const GiNaC::ex& base, const GiNaC::ex& exponent);
+// |x|: the absolute value of a number, an opaque function of anything else (math_parse.cpp).
+GiNaC::ex checked_abs(const GiNaC::ex& x);
+// e.subs(m), rebuilt through the guarded constructors.
+GiNaC::ex checked_subs(const GiNaC::ex& e, const GiNaC::exmap& m);
 // Throws MathError when `e` is a number with more than kMaxBits bits in a numerator or denominator.
 const GiNaC::ex& check_size(const GiNaC::ex& e);
 

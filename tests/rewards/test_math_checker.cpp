@@ -146,6 +146,10 @@ TEST(MathChecker, PathologicalInputsFinishWithinBudget) {
       {"x^{10^{1000}}: floats would wrap", "\\boxed{(x^{10^{900}})^{10^{100}}}", "1", "wrong"},
       {"e^{5^{110}}: no exact work", "\\boxed{\\frac{\\pi}{53\\pi e - 17e^{5^{110}}}}", "120", "wrong"},
       {"(13x^{14^{969}})^{21^{87}}", "\\boxed{(13 x^{14^{969}})^{21^{87}}}", "1", "unparsable"},
+      {"|5y|^{24!}", "\\boxed{|5y|^{24!}}", "1", "wrong"},
+      {"898.58^{(18 \\pm 5)!}", "\\boxed{(898.58)^{(18 \\pm 5)!}}", "1", "unparsable"},
+      {"|atan(277.7)^{x^{30362}}|^{5^{52}}", "\\boxed{|(\\arctan(277.7))^{x^{30362}}|^{\\sqrt{5^{105}}}}", "1",
+       "wrong"},
       {"tower of exponentials", "\\boxed{e^{e^{e^{e^{10}}}}}", "1", "wrong"},
       {"binomial(10^9, 5)", "\\boxed{\\binom{1000000000}{5}}", "1", "unparsable"},
       {"20000 unclosed boxes", repeat("\\boxed{", 20000), "1", "no_answer"},
@@ -230,7 +234,23 @@ class RandomLatex {
       }
     }
     std::string a = expression(depth - 1), b = expression(depth - 1);
-    switch (pick(14)) {
+    switch (pick(22)) {
+      case 14:
+        return "\\tan(" + a + ")";
+      case 15:
+        return "\\log_{" + b + "}(" + a + ")";
+      case 16:
+        return a + " \\pm " + b;
+      case 17:
+        return "(" + a + ")^{(" + b + ")!}";
+      case 18:
+        return "|" + a + "|^{" + b + "}";
+      case 19:
+        return "(" + std::to_string(pick(50)) + a + ")^{" + b + "}";
+      case 20:
+        return a + "^\\circ";
+      case 21:
+        return "\\frac{" + a + "}{" + b + "}x^{" + std::to_string(pick(100000)) + "}";
       case 0:
         return a + "+" + b;
       case 1:
