@@ -130,6 +130,14 @@ class Ops {
   virtual void rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) = 0;
   // dx ASSIGNED (may alias dout), dw ACCUMULATES.
   virtual void rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) = 0;
+  // Residual add fused with RMSNorm: sum = x + residual, then out = rmsnorm(sum) as above.
+  // sum may alias x or residual; out must not alias sum. The backward is rmsnorm_backward on
+  // sum, plus the residual path's gradient (the caller adds it). The default runs add and
+  // rmsnorm; backends fuse it (one pass over the row instead of three).
+  virtual void add_rmsnorm(Tensor sum, Tensor out, Tensor rstd, Tensor x, Tensor residual, Tensor w, float eps) {
+    add(sum, x, residual);
+    rmsnorm(out, rstd, sum, w, eps);
+  }
 
   // ---- RoPE ------------------------------------------------------------------------------
   // x, out [T, H, D]; positions i32 [T]. out may alias x (in place). Dimensions past rot_dim
@@ -239,8 +247,11 @@ class Ops {
   virtual void sample(Tensor tokens, Tensor logprobs, Tensor logits, std::span<const SamplingParams> params) = 0;
 
   // ---- optimizer -------------------------------------------------------------------------
-  // One AdamW step over flat f32 buffers of equal length: params, grads, m, v.
-  virtual void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p) = 0;
+  // One AdamW step over flat f32 buffers of equal length: params (the f32 master copy),
+  // grads, m, v. params_bf16 (bf16, same length, or undefined) receives the updated weights
+  // rounded to bf16 (round to nearest even) in the same pass: the compute copy.
+  virtual void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p,
+                     Tensor params_bf16 = {}) = 0;
   // out f32 [1] += sum of x^2 (accumulated in f64 on CPU). Call per buffer, then sqrt.
   virtual void sum_squares(Tensor out, Tensor x) = 0;
 };

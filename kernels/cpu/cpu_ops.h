@@ -71,7 +71,7 @@ class CpuOps final : public Ops {
   void sample(Tensor tokens, Tensor logprobs, Tensor logits, std::span<const SamplingParams> params) override;
 
   // cpu_optimizer.cpp
-  void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p) override;
+  void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p, Tensor params_bf16) override;
   void sum_squares(Tensor out, Tensor x) override;
 };
 

@@ -1,15 +1,21 @@
 #include <cmath>
 
+#include "core/dtype.h"
+
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/op_checks.h"
 
 namespace grpo {
 
-void CpuOps::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p) {
+void CpuOps::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p, Tensor params_bf16) {
   checks::tensor("adamw", "params", params, DType::f32, Device::cpu);
   checks::same("adamw", "params", params, "grads", grads);
   checks::same("adamw", "params", params, "m", m);
   checks::same("adamw", "params", params, "v", v);
+  if (params_bf16.defined()) {
+    checks::shape("adamw", "params_bf16", params_bf16, DType::bf16, Device::cpu, {params.numel()});
+    GRPO_CHECK(params.ndim == 1, "adamw: params is " << params.str() << ", expected a flat buffer with params_bf16");
+  }
   GRPO_CHECK(p.step >= 1, "adamw: step is " << p.step << ", expected >= 1 (bias correction is 1-based)");
   GRPO_CHECK(p.beta1 >= 0.0f && p.beta1 < 1.0f && p.beta2 >= 0.0f && p.beta2 < 1.0f,
              "adamw: betas (" << p.beta1 << ", " << p.beta2 << ") must lie in [0, 1)");
@@ -25,6 +31,7 @@ void CpuOps::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWP
   const float* g = grads.ptr<float>();
   float* pm = m.ptr<float>();
   float* pv = v.ptr<float>();
+  uint16_t* w16 = params_bf16.defined() ? params_bf16.ptr<uint16_t>() : nullptr;
   const int64_t n = params.numel();
 #pragma omp parallel for schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) {
@@ -35,6 +42,7 @@ void CpuOps::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWP
     pv[i] = vi;
     // decoupled weight decay (Loshchilov & Hutter), applied to the pre-update weight
     w[i] = w[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+    if (w16) w16[i] = f32_to_bf16(w[i]);
   }
 }
 

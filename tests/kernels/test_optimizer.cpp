@@ -1,5 +1,7 @@
 // AdamW, sum of squares, global grad-norm clipping and the elementwise helpers, against
 // fp64 loops written here.
+#include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "kernels/ops.h"
@@ -38,6 +40,53 @@ TEST(Optimizer, AdamWMatchesFp64ReferenceOverSeveralSteps) {
   EXPECT_TRUE(test::close("adamw weights", w.v, rw, 1e-6, 1e-6));
   EXPECT_TRUE(test::close("adamw m", m.v, rm, 1e-6, 1e-7));
   EXPECT_TRUE(test::close("adamw v", v.v, rv, 1e-6, 1e-7));
+}
+
+TEST(Optimizer, AdamWWritesTheBf16ComputeCopyRoundedToNearestEven) {
+  auto ops = make_cpu_ops();
+  const int64_t n = 517;
+  HostF w({n}), g({n}), m({n}), v({n});
+  test::fill_uniform(w.v, 11, -3.0f, 3.0f);
+  test::fill_normal(g.v, 12);
+  test::Host<uint16_t> w16({n});
+  std::fill(w16.v.begin(), w16.v.end(), uint16_t(0x7fc1));  // poison: a NaN pattern
+  AdamWParams p;
+  p.lr = 1e-2f;
+  ops->adamw(w, g, m, v, p, w16);
+  for (int64_t i = 0; i < n; ++i) {
+    // bf16 keeps the top 16 bits; RNE: the nearer of the two neighbours, ties to even.
+    const uint32_t bits = std::bit_cast<uint32_t>(w[i]);
+    const uint32_t lo = bits & 0xffff0000u, hi = lo + 0x10000u;
+    const double dlo = std::abs(double(w[i]) - double(std::bit_cast<float>(lo)));
+    const double dhi = std::abs(double(std::bit_cast<float>(hi)) - double(w[i]));
+    uint16_t want = uint16_t(lo >> 16);
+    if (dhi < dlo || (dhi == dlo && (want & 1))) want = uint16_t(hi >> 16);
+    ASSERT_EQ(w16[i], want) << "element " << i << " weight " << w[i];
+  }
+  test::Host<uint16_t> short16({n - 1});
+  EXPECT_GRPO_ERROR(ops->adamw(w, g, m, v, p, short16), "adamw", "params_bf16");
+}
+
+TEST(Norm, AddRmsnormEqualsAddThenRmsnorm) {
+  auto ops = make_cpu_ops();
+  const int64_t T = 9, C = 33;
+  HostF x = test::random_f32({T, C}, 21), r = test::random_f32({T, C}, 22), w = test::random_f32({C}, 23);
+  HostF sum({T, C}), out({T, C}), rstd({T});
+  test::poison(sum.v);
+  test::poison(out.v);
+  ops->add_rmsnorm(sum, out, rstd, x, r, w, 1e-6f);
+  for (int64_t t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double s = double(x[t * C + c]) + r[t * C + c];
+      EXPECT_NEAR(sum[t * C + c], s, 1e-6);
+      ss += s * s;
+    }
+    const double rs = 1.0 / std::sqrt(ss / C + 1e-6);
+    EXPECT_NEAR(rstd[t], rs, 1e-5 * rs);
+    for (int64_t c = 0; c < C; ++c)
+      EXPECT_NEAR(out[t * C + c], (double(x[t * C + c]) + r[t * C + c]) * rs * w[c], 1e-5);
+  }
 }
 
 TEST(Optimizer, AdamWRejectsMismatchedBuffersAndBadHyperparameters) {
