@@ -31,6 +31,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/checks_attention.h"
+#include "kernels/checks_paged.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/op_checks.h"
 
@@ -55,61 +57,8 @@ inline void axpy(float* __restrict y, float a, const float* __restrict x, int64_
   for (int64_t d = 0; d < n; ++d) y[d] += a * x[d];
 }
 
-// Sizes of one attention call, validated.
-struct Dims {
-  int64_t T = 0;    // tokens (rows of q)
-  int64_t Hq = 0;   // query heads
-  int64_t Hkv = 0;  // key/value heads; Hq % Hkv == 0
-  int64_t D = 0;    // head dimension
-  int64_t group() const { return Hq / Hkv; }
-};
-
-std::string ints_str(const int32_t* p, int64_t n) {
-  std::ostringstream os;
-  os << "[";
-  const int64_t shown = std::min<int64_t>(n, 12);
-  for (int64_t i = 0; i < shown; ++i) os << (i ? ", " : "") << p[i];
-  if (shown < n) os << ", ...";
-  os << "]";
-  return os.str();
-}
-
-// q [T, Hq, D] and a key-side tensor whose last two dims are [Hkv, D]: D agrees and Hq is a
-// multiple of Hkv.
-Dims check_heads(const char* op, const Tensor& q, const char* kname, const Tensor& k) {
-  checks::tensor(op, "q", q, DType::f32, kCpu, 3);
-  Dims d{q.shape[0], q.shape[1], k.size(-2), q.shape[2]};
-  GRPO_CHECK(k.size(-1) == d.D, op << ": q is " << q.str() << " but " << kname << " is " << k.str()
-                                   << ": head dimensions " << d.D << " and " << k.size(-1) << " differ");
-  GRPO_CHECK(d.Hkv >= 1 && d.Hq % d.Hkv == 0, op << ": q " << q.str() << " has Hq = " << d.Hq << " heads, "
-                                                 << kname << " " << k.str() << " has Hkv = " << d.Hkv
-                                                 << ": Hq must be a positive multiple of Hkv");
-  GRPO_CHECK(d.D >= 1, op << ": q " << q.str() << " has head dimension 0");
-  return d;
-}
-
-// Checks q, k, v of the varlen ops; returns the sizes.
-Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
-  checks::tensor(op, "k", k, DType::f32, kCpu, 3);
-  Dims d = check_heads(op, q, "k", k);
-  GRPO_CHECK(k.shape[0] == d.T, op << ": q is " << q.str() << " but k is " << k.str() << ": token counts "
-                                   << d.T << " and " << k.shape[0] << " differ");
-  checks::same(op, "k", k, "v", v);
-  return d;
-}
-
-// cu_seqlens i32 [S + 1]: starts at 0, never decreases, ends at T. Returns S.
-int64_t check_cu_seqlens(const char* op, const char* name, const Tensor& cu, int64_t T) {
-  checks::tensor(op, name, cu, DType::i32, kCpu, 1);
-  const int64_t n = cu.shape[0];
-  GRPO_CHECK(n >= 1, op << ": " << name << " is " << cu.str() << ", expected at least one entry (S + 1)");
-  const int32_t* c = cu.ptr<int32_t>();
-  bool ok = c[0] == 0 && c[n - 1] == T;
-  for (int64_t i = 0; ok && i + 1 < n; ++i) ok = c[i + 1] >= c[i];
-  GRPO_CHECK(ok, op << ": " << name << " " << cu.str() << " = " << ints_str(c, n)
-                    << " must start at 0, never decrease and end at T = " << T);
-  return n - 1;
-}
+// Sizes of one attention call, validated (kernels/checks_attention.h).
+using Dims = checks::AttentionDims;
 
 // For every token of a packed batch, the sequence it belongs to.
 std::vector<int32_t> token_sequences(const int32_t* cu, int64_t S, int64_t T) {
@@ -274,11 +223,8 @@ std::vector<RowBlock> row_blocks(const int32_t* cu, int64_t S) {
 }  // namespace
 
 void CpuOps::attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, float scale) {
-  const char* op = "attention";
-  const Dims d = check_qkv(op, q, k, v);
-  checks::same(op, "q", q, "out", out);
-  checks::shape(op, "lse", lse, DType::f32, kCpu, {d.T, d.Hq});
-  const int64_t S = check_cu_seqlens(op, "cu_seqlens", cu_seqlens, d.T);
+  const Dims d = checks::attention("attention", out, lse, q, k, v, cu_seqlens, DType::f32, kCpu);
+  const int64_t S = cu_seqlens.shape[0] - 1;
   const int32_t* cu = cu_seqlens.ptr<int32_t>();
   const int64_t T = d.T, Hq = d.Hq, Hkv = d.Hkv, D = d.D, G = d.group();
   if (T == 0) return;
@@ -333,15 +279,9 @@ void CpuOps::attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Ten
 
 void CpuOps::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,
                                 Tensor out, Tensor lse, Tensor cu_seqlens, float scale) {
-  const char* op = "attention_backward";
-  const Dims d = check_qkv(op, q, k, v);
-  checks::same(op, "q", q, "out", out);
-  checks::same(op, "q", q, "dout", dout);
-  checks::same(op, "q", q, "dq", dq);
-  checks::same(op, "k", k, "dk", dk);
-  checks::same(op, "v", v, "dv", dv);
-  checks::shape(op, "lse", lse, DType::f32, kCpu, {d.T, d.Hq});
-  const int64_t S = check_cu_seqlens(op, "cu_seqlens", cu_seqlens, d.T);
+  const Dims d = checks::attention_backward("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens,
+                                            DType::f32, kCpu);
+  const int64_t S = cu_seqlens.shape[0] - 1;
   const int32_t* cu = cu_seqlens.ptr<int32_t>();
   const int64_t T = d.T, Hq = d.Hq, Hkv = d.Hkv, D = d.D, G = d.group();
   if (T == 0) return;
@@ -423,23 +363,10 @@ void CpuOps::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Te
 }
 
 void CpuOps::kv_cache_write(Tensor k_cache, Tensor v_cache, Tensor k, Tensor v, Tensor slot_mapping) {
-  const char* op = "kv_cache_write";
-  checks::tensor(op, "k_cache", k_cache, DType::f32, kCpu, 4);
-  checks::same(op, "k_cache", k_cache, "v_cache", v_cache);
-  const int64_t num_blocks = k_cache.shape[0], block_size = k_cache.shape[1];
-  const int64_t Hkv = k_cache.shape[2], D = k_cache.shape[3];
-  checks::tensor(op, "k", k, DType::f32, kCpu, 3);
-  GRPO_CHECK(k.shape[1] == Hkv && k.shape[2] == D, op << ": k is " << k.str() << " but k_cache is "
-                                                      << k_cache.str() << ": [Hkv, D] must match");
-  checks::same(op, "k", k, "v", v);
-  const int64_t T = k.shape[0];
-  checks::shape(op, "slot_mapping", slot_mapping, DType::i32, kCpu, {T});
+  const checks::KvCacheWriteDims d = checks::kv_cache_write_args(k_cache, v_cache, k, v, slot_mapping, kCpu, {DType::f32});
   const int32_t* slots = slot_mapping.ptr<int32_t>();
-  const int64_t n_slots = num_blocks * block_size;
-  for (int64_t t = 0; t < T; ++t)
-    GRPO_CHECK(slots[t] < n_slots, op << ": token " << t << " has slot " << slots[t] << ", outside the "
-                                      << n_slots << " slots of k_cache " << k_cache.str() << " (" << num_blocks
-                                      << " blocks of " << block_size << ")");
+  checks::kv_cache_write_data(k_cache, slots, d.T);
+  const int64_t T = d.T, Hkv = d.Hkv, D = d.D;
   const float* pk = k.ptr<float>();
   const float* pv = v.ptr<float>();
   float* kc = k_cache.ptr<float>();
@@ -456,40 +383,13 @@ void CpuOps::kv_cache_write(Tensor k_cache, Tensor v_cache, Tensor k, Tensor v, 
 
 void CpuOps::attention_paged(Tensor out, Tensor q, Tensor k_cache, Tensor v_cache, Tensor cu_seqlens_q,
                              Tensor seq_lens_k, Tensor block_table, float scale) {
-  const char* op = "attention_paged";
-  checks::tensor(op, "k_cache", k_cache, DType::f32, kCpu, 4);
-  checks::same(op, "k_cache", k_cache, "v_cache", v_cache);
-  const Dims d = check_heads(op, q, "k_cache", k_cache);
-  checks::same(op, "q", q, "out", out);
-  const int64_t num_blocks = k_cache.shape[0], block_size = k_cache.shape[1];
-  GRPO_CHECK(block_size >= 1, op << ": k_cache " << k_cache.str() << " has block size 0");
-  const int64_t B = check_cu_seqlens(op, "cu_seqlens_q", cu_seqlens_q, d.T);
-  checks::shape(op, "seq_lens_k", seq_lens_k, DType::i32, kCpu, {B});
-  checks::tensor(op, "block_table", block_table, DType::i32, kCpu, 2);
-  GRPO_CHECK(block_table.shape[0] == B, op << ": block_table is " << block_table.str() << " but cu_seqlens_q "
-                                           << cu_seqlens_q.str() << " holds " << B << " sequences");
-  const int64_t max_blocks = block_table.shape[1];
+  const checks::PagedAttentionDims d =
+      checks::attention_paged_args(out, q, k_cache, v_cache, cu_seqlens_q, seq_lens_k, block_table, kCpu, {DType::f32});
+  const int64_t B = d.B, max_blocks = d.max_blocks, block_size = d.block_size;
   const int32_t* cu = cu_seqlens_q.ptr<int32_t>();
   const int32_t* ctx = seq_lens_k.ptr<int32_t>();
   const int32_t* table = block_table.ptr<int32_t>();
-  int64_t max_ctx = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t n_new = cu[b + 1] - cu[b];
-    GRPO_CHECK(ctx[b] >= n_new, op << ": sequence " << b << " has " << n_new << " new tokens but seq_lens_k[" << b
-                                   << "] = " << ctx[b] << " (the context length must include them)");
-    if (n_new == 0) continue;  // nothing is read for this sequence
-    const int64_t needed = (ctx[b] + block_size - 1) / block_size;
-    GRPO_CHECK(needed <= max_blocks, op << ": sequence " << b << " has " << ctx[b] << " tokens, needing "
-                                        << needed << " blocks of " << block_size << ", but block_table "
-                                        << block_table.str() << " has " << max_blocks << " per row");
-    for (int64_t i = 0; i < needed; ++i) {
-      const int32_t id = table[b * max_blocks + i];
-      GRPO_CHECK(id >= 0 && id < num_blocks, op << ": block_table[" << b << ", " << i << "] = " << id
-                                                << " is not a block of k_cache " << k_cache.str() << " (0 to "
-                                                << num_blocks - 1 << ")");
-    }
-    max_ctx = std::max<int64_t>(max_ctx, ctx[b]);
-  }
+  const int64_t max_ctx = checks::attention_paged_data(d, cu, ctx, table, k_cache, block_table);
   const std::vector<int32_t> seq_of = token_sequences(cu, B, d.T);
 
   const float* pq = q.ptr<float>();

@@ -22,13 +22,12 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <climits>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/op_checks.h"
+#include "kernels/checks_lm_head.h"
 
 namespace grpo {
 namespace {
@@ -37,31 +36,6 @@ constexpr int64_t kTokenTile = 64;
 constexpr int64_t kVocabTile = 4096;
 // Below this many tile elements the OpenMP fork costs more than it saves.
 constexpr int64_t kParallelTileElems = 8192;
-
-struct LmHeadShape {
-  int64_t T = 0, C = 0, V = 0;
-};
-
-// Checks hidden [T, C], w [V, C], targets i32 [T] and inv_temperature; every target in range.
-LmHeadShape check_lm_head_inputs(const char* op, const Tensor& hidden, const Tensor& w, const Tensor& targets,
-                                 float inv_temperature) {
-  checks::tensor(op, "hidden", hidden, DType::f32, Device::cpu, 2);
-  LmHeadShape s{hidden.shape[0], hidden.shape[1], 0};
-  checks::shape(op, "w", w, DType::f32, Device::cpu, {-1, s.C});
-  s.V = w.shape[0];
-  checks::shape(op, "targets", targets, DType::i32, Device::cpu, {s.T});
-  GRPO_CHECK(s.C > 0 && s.C <= INT_MAX, op << ": hidden " << hidden.str() << " must have 1 to " << INT_MAX
-                                           << " features");
-  GRPO_CHECK(s.V > 0 && s.V <= INT32_MAX, op << ": w " << w.str() << " must have 1 to " << INT32_MAX
-                                             << " vocabulary rows");
-  GRPO_CHECK(std::isfinite(inv_temperature) && inv_temperature > 0.0f,
-             op << ": inv_temperature is " << inv_temperature << ", expected finite and > 0");
-  const int32_t* tg = targets.ptr<int32_t>();
-  for (int64_t t = 0; t < s.T; ++t)
-    GRPO_CHECK(tg[t] >= 0 && tg[t] < s.V, op << ": targets[" << t << "] = " << tg[t]
-                                             << " is outside the vocabulary [0, " << s.V << ") of w " << w.str());
-  return s;
-}
 
 // tile [nt, nv] (row stride nv) = alpha * hidden[t0 : t0+nt] @ w[v0 : v0+nv]^T
 void logits_tile(float* tile, const float* hidden, const float* w, int64_t t0, int64_t nt, int64_t v0, int64_t nv,
@@ -75,10 +49,9 @@ void logits_tile(float* tile, const float* hidden, const float* w, int64_t t0, i
 void CpuOps::lm_head_logprob(Tensor logprob, Tensor entropy, Tensor lse, Tensor hidden, Tensor w, Tensor targets,
                              float inv_temperature) {
   const char* op = "lm_head_logprob";
-  const LmHeadShape s = check_lm_head_inputs(op, hidden, w, targets, inv_temperature);
-  checks::shape(op, "logprob", logprob, DType::f32, Device::cpu, {s.T});
-  checks::shape(op, "lse", lse, DType::f32, Device::cpu, {s.T});
-  if (entropy.defined()) checks::shape(op, "entropy", entropy, DType::f32, Device::cpu, {s.T});
+  const checks::LmHeadShape s =
+      checks::lm_head_inputs(op, Device::cpu, {DType::f32}, hidden, w, targets, inv_temperature);
+  checks::lm_head_outputs(op, Device::cpu, s, logprob, entropy, lse);
   const int64_t T = s.T, C = s.C, V = s.V;
   if (T == 0) return;
 
@@ -149,18 +122,10 @@ void CpuOps::lm_head_logprob(Tensor logprob, Tensor entropy, Tensor lse, Tensor 
 void CpuOps::lm_head_logprob_backward(Tensor dhidden, Tensor dw, Tensor dlogprob, Tensor dentropy, Tensor hidden,
                                       Tensor w, Tensor targets, Tensor lse, Tensor entropy, float inv_temperature) {
   const char* op = "lm_head_logprob_backward";
-  const LmHeadShape s = check_lm_head_inputs(op, hidden, w, targets, inv_temperature);
+  const checks::LmHeadShape s =
+      checks::lm_head_inputs(op, Device::cpu, {DType::f32}, hidden, w, targets, inv_temperature);
+  checks::lm_head_backward_args(op, Device::cpu, s, dhidden, dw, dlogprob, dentropy, lse, entropy);
   const int64_t T = s.T, C = s.C, V = s.V;
-  checks::shape(op, "dlogprob", dlogprob, DType::f32, Device::cpu, {T});
-  checks::shape(op, "lse", lse, DType::f32, Device::cpu, {T});
-  if (dentropy.defined()) {
-    checks::shape(op, "dentropy", dentropy, DType::f32, Device::cpu, {T});
-    GRPO_CHECK(entropy.defined(), op << ": dentropy " << dentropy.str()
-                                     << " is given but entropy is undefined (pass the forward's entropy)");
-    checks::shape(op, "entropy", entropy, DType::f32, Device::cpu, {T});
-  }
-  if (dhidden.defined()) checks::shape(op, "dhidden", dhidden, DType::f32, Device::cpu, {T, C});
-  if (dw.defined()) checks::shape(op, "dw", dw, DType::f32, Device::cpu, {V, C});
   if (!dhidden.defined() && !dw.defined()) return;
 
   const float* h = hidden.ptr<float>();

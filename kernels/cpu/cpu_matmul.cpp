@@ -3,17 +3,16 @@
 // Every GEMM goes through OpenBLAS cblas_sgemm, which threads internally; batches and experts
 // are looped serially around it (never sgemm inside an OpenMP region). The small loops here
 // (bias, embedding rows) are parallelised with OpenMP over disjoint outputs: no atomics.
+// Argument checks are shared with the CUDA backend (kernels/checks_matmul.h).
 #include <cblas.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
 #include <numeric>
-#include <utility>
 #include <vector>
 
+#include "kernels/checks_matmul.h"
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/op_checks.h"
 
 namespace grpo {
 
@@ -34,115 +33,8 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, con
               1.0f, A, int(lda), B, int(ldb), accumulate ? 1.0f : 0.0f, C, int(N));
 }
 
-// cblas takes 32-bit sizes.
-void check_blas_size(const char* op, const char* what, int64_t n, const Tensor& t) {
-  GRPO_CHECK(n <= INT_MAX,
-             op << ": " << what << " = " << n << " of " << t.str() << " exceeds the BLAS limit " << INT_MAX);
-}
-
-// Byte ranges of two tensors overlap (an output may not alias an input of a GEMM).
-bool overlaps(const Tensor& a, const Tensor& b) {
-  if (!a.defined() || !b.defined() || a.nbytes() == 0 || b.nbytes() == 0) return false;
-  const char* a0 = static_cast<const char*>(a.data);
-  const char* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
-void check_no_alias(const char* op, const char* out_name, const Tensor& out, const char* in_name, const Tensor& in) {
-  GRPO_CHECK(!overlaps(out, in), op << ": " << out_name << " " << out.str() << " overlaps " << in_name << " "
-                                    << in.str() << " (outputs may not alias inputs)");
-}
-
-// Shapes of one matmul call, validated.
-struct MatmulDims {
-  int64_t batch = 1, M = 0, N = 0, K = 0;
-};
-
-MatmulDims matmul_dims(const char* op, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
-  checks::tensor(op, "a", a, DType::f32, Device::cpu);
-  checks::tensor(op, "b", b, DType::f32, Device::cpu);
-  GRPO_CHECK(a.ndim == 2 || a.ndim == 3, op << ": a is " << a.str() << ", expected 2 or 3 dimensions");
-  GRPO_CHECK(b.ndim == a.ndim,
-             op << ": a " << a.str() << " and b " << b.str() << ": both must be 2-D or both 3-D (batched)");
-  MatmulDims d;
-  if (a.ndim == 3) {
-    GRPO_CHECK(a.shape[0] == b.shape[0], op << ": a " << a.str() << " and b " << b.str() << ": batch sizes "
-                                            << a.shape[0] << " and " << b.shape[0] << " differ");
-    d.batch = a.shape[0];
-  }
-  const int64_t a0 = a.size(-2), a1 = a.size(-1), b0 = b.size(-2), b1 = b.size(-1);
-  d.M = trans_a ? a1 : a0;
-  d.K = trans_a ? a0 : a1;
-  const int64_t kb = trans_b ? b1 : b0;
-  d.N = trans_b ? b0 : b1;
-  GRPO_CHECK(d.K == kb, op << ": a " << a.str() << " and b " << b.str() << ": inner dimensions " << d.K << " and " << kb
-                           << " differ (trans_a = " << (trans_a ? "true" : "false")
-                           << ", trans_b = " << (trans_b ? "true" : "false") << ")");
-  check_blas_size(op, "M", d.M, a);
-  check_blas_size(op, "K", d.K, a);
-  check_blas_size(op, "N", d.N, b);
-  return d;
-}
-
-// out (or dout) must be [batch,] M, N.
-void check_out_shape(const char* op, const char* name, const Tensor& t, const Tensor& a, const Tensor& b,
-                     const MatmulDims& d) {
-  if (a.ndim == 3)
-    checks::tensor(op, name, t, DType::f32, Device::cpu, 3);
-  else
-    checks::tensor(op, name, t, DType::f32, Device::cpu, 2);
-  const bool ok = t.size(-2) == d.M && t.size(-1) == d.N && (a.ndim == 2 || t.shape[0] == d.batch);
-  if (!ok) {
-    if (a.ndim == 3)
-      GRPO_THROW(op << ": " << name << " is " << t.str() << ", expected [" << d.batch << ", " << d.M << ", " << d.N
-                    << "] for a " << a.str() << " and b " << b.str());
-    GRPO_THROW(op << ": " << name << " is " << t.str() << ", expected [" << d.M << ", " << d.N << "] for a " << a.str()
-                  << " and b " << b.str());
-  }
-}
-
-void check_bias(const char* op, const char* name, const Tensor& bias, const MatmulDims& d) {
-  checks::shape(op, name, bias, DType::f32, Device::cpu, {d.N});
-}
-
-// Validates ids i32 [T] against a table of V rows: names the first bad id and its position.
-void check_ids(const char* op, const Tensor& ids, const Tensor& table) {
-  const int32_t* p = ids.ptr<int32_t>();
-  const int64_t V = table.shape[0];
-  for (int64_t t = 0; t < ids.numel(); ++t)
-    GRPO_CHECK(p[t] >= 0 && p[t] < V,
-               op << ": ids[" << t << "] = " << p[t] << " is outside [0, " << V << ") for table " << table.str());
-}
-
-// offsets i32 [E + 1]: offsets[0] == 0, non-decreasing, offsets[E] == R.
-void check_offsets(const char* op, const Tensor& offsets, int64_t E, int64_t R, const Tensor& x) {
-  checks::shape(op, "expert_offsets", offsets, DType::i32, Device::cpu, {E + 1});
-  const int32_t* o = offsets.ptr<int32_t>();
-  GRPO_CHECK(o[0] == 0, op << ": expert_offsets[0] = " << o[0] << ", expected 0");
-  for (int64_t e = 0; e < E; ++e)
-    GRPO_CHECK(o[e + 1] >= o[e],
-               op << ": expert_offsets decrease at expert " << e << " (" << o[e] << " then " << o[e + 1] << ")");
-  GRPO_CHECK(o[E] == R, op << ": expert_offsets[" << E << "] = " << o[E] << ", expected " << R << " (the rows of x "
-                           << x.str() << ")");
-}
-
-// Shapes of a grouped matmul, validated: x [R, K], w [E, N, K].
-struct GroupedDims {
-  int64_t E = 0, R = 0, N = 0, K = 0;
-};
-
-GroupedDims grouped_dims(const char* op, const Tensor& x, const Tensor& w, const Tensor& offsets) {
-  checks::tensor(op, "x", x, DType::f32, Device::cpu, 2);
-  checks::tensor(op, "w", w, DType::f32, Device::cpu, 3);
-  GroupedDims d{w.shape[0], x.shape[0], w.shape[1], x.shape[1]};
-  GRPO_CHECK(w.shape[2] == d.K, op << ": x " << x.str() << " and w " << w.str() << ": inner dimensions " << d.K
-                                   << " and " << w.shape[2] << " differ");
-  check_offsets(op, offsets, d.E, d.R, x);
-  check_blas_size(op, "R", d.R, x);
-  check_blas_size(op, "K", d.K, x);
-  check_blas_size(op, "N", d.N, w);
-  return d;
-}
+constexpr DType kF32[] = {DType::f32};
+constexpr checks::MatmulPolicy kCpu{Device::cpu, kF32};
 
 }  // namespace
 
@@ -151,12 +43,7 @@ GroupedDims grouped_dims(const char* op, const Tensor& x, const Tensor& w, const
 
 void CpuOps::matmul(Tensor out, Tensor a, Tensor b, Tensor bias, bool trans_a, bool trans_b, bool accumulate) {
   const char* op = "matmul";
-  const MatmulDims d = matmul_dims(op, a, b, trans_a, trans_b);
-  check_out_shape(op, "out", out, a, b, d);
-  if (bias.defined()) check_bias(op, "bias", bias, d);
-  check_no_alias(op, "out", out, "a", a);
-  check_no_alias(op, "out", out, "b", b);
-  check_no_alias(op, "out", out, "bias", bias);
+  const checks::MatmulDims d = checks::matmul_args(op, out, a, b, bias, trans_a, trans_b, kCpu);
 
   float* po = out.ptr<float>();
   const float* pa = a.ptr<float>();
@@ -184,19 +71,8 @@ void CpuOps::matmul(Tensor out, Tensor a, Tensor b, Tensor bias, bool trans_a, b
 void CpuOps::matmul_backward(Tensor da, Tensor db, Tensor dbias, Tensor dout, Tensor a, Tensor b, bool trans_a,
                              bool trans_b, bool accumulate_da, bool accumulate_db) {
   const char* op = "matmul_backward";
-  const MatmulDims d = matmul_dims(op, a, b, trans_a, trans_b);
-  check_out_shape(op, "dout", dout, a, b, d);
-  if (da.defined()) checks::same(op, "a", a, "da", da);
-  if (db.defined()) checks::same(op, "b", b, "db", db);
-  if (dbias.defined()) check_bias(op, "dbias", dbias, d);
-  for (const auto& [name, g] : {std::pair{"da", da}, std::pair{"db", db}, std::pair{"dbias", dbias}}) {
-    check_no_alias(op, name, g, "dout", dout);
-    check_no_alias(op, name, g, "a", a);
-    check_no_alias(op, name, g, "b", b);
-  }
-  check_no_alias(op, "da", da, "db", db);
-  check_no_alias(op, "da", da, "dbias", dbias);
-  check_no_alias(op, "db", db, "dbias", dbias);
+  const checks::MatmulDims d =
+      checks::matmul_backward_args(op, da, db, dbias, dout, a, b, trans_a, trans_b, kCpu);
 
   const float* pa = a.ptr<float>();
   const float* pb = b.ptr<float>();
@@ -248,12 +124,9 @@ void CpuOps::matmul_backward(Tensor da, Tensor db, Tensor dbias, Tensor dout, Te
 
 void CpuOps::embedding(Tensor out, Tensor ids, Tensor table) {
   const char* op = "embedding";
-  checks::tensor(op, "ids", ids, DType::i32, Device::cpu, 1);
-  checks::tensor(op, "table", table, DType::f32, Device::cpu, 2);
+  checks::embedding_args(op, out, ids, table, kCpu);
   const int64_t T = ids.shape[0], C = table.shape[1];
-  checks::shape(op, "out", out, DType::f32, Device::cpu, {T, C});
-  check_no_alias(op, "out", out, "table", table);
-  check_ids(op, ids, table);
+  checks::ids_in_range(op, ids.ptr<int32_t>(), T, table);
   const int32_t* pid = ids.ptr<int32_t>();
   const float* ptab = table.ptr<float>();
   float* po = out.ptr<float>();
@@ -263,12 +136,9 @@ void CpuOps::embedding(Tensor out, Tensor ids, Tensor table) {
 
 void CpuOps::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
   const char* op = "embedding_backward";
-  checks::tensor(op, "ids", ids, DType::i32, Device::cpu, 1);
-  checks::tensor(op, "dtable", dtable, DType::f32, Device::cpu, 2);
+  checks::embedding_backward_args(op, dtable, dout, ids, kCpu);
   const int64_t T = ids.shape[0], C = dtable.shape[1];
-  checks::shape(op, "dout", dout, DType::f32, Device::cpu, {T, C});
-  check_no_alias(op, "dtable", dtable, "dout", dout);
-  check_ids(op, ids, dtable);
+  checks::ids_in_range(op, ids.ptr<int32_t>(), T, dtable);
   const int32_t* pid = ids.ptr<int32_t>();
   const float* pd = dout.ptr<float>();
   float* pt = dtable.ptr<float>();
@@ -298,11 +168,9 @@ void CpuOps::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
 
 void CpuOps::grouped_matmul(Tensor out, Tensor x, Tensor w, Tensor expert_offsets) {
   const char* op = "grouped_matmul";
-  const GroupedDims d = grouped_dims(op, x, w, expert_offsets);
-  checks::shape(op, "out", out, DType::f32, Device::cpu, {d.R, d.N});
-  check_no_alias(op, "out", out, "x", x);
-  check_no_alias(op, "out", out, "w", w);
+  const checks::GroupedDims d = checks::grouped_matmul_args(op, out, x, w, expert_offsets, kCpu);
   const int32_t* o = expert_offsets.ptr<int32_t>();
+  checks::expert_offsets(op, o, d.E, d.R, x);
   const float* px = x.ptr<float>();
   const float* pw = w.ptr<float>();
   float* po = out.ptr<float>();
@@ -316,17 +184,10 @@ void CpuOps::grouped_matmul(Tensor out, Tensor x, Tensor w, Tensor expert_offset
 
 void CpuOps::grouped_matmul_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor expert_offsets) {
   const char* op = "grouped_matmul_backward";
-  const GroupedDims d = grouped_dims(op, x, w, expert_offsets);
-  checks::shape(op, "dout", dout, DType::f32, Device::cpu, {d.R, d.N});
-  if (dx.defined()) checks::same(op, "x", x, "dx", dx);
-  if (dw.defined()) checks::same(op, "w", w, "dw", dw);
-  for (const auto& [name, g] : {std::pair{"dx", dx}, std::pair{"dw", dw}}) {
-    check_no_alias(op, name, g, "dout", dout);
-    check_no_alias(op, name, g, "x", x);
-    check_no_alias(op, name, g, "w", w);
-  }
-  check_no_alias(op, "dx", dx, "dw", dw);
+  const checks::GroupedDims d =
+      checks::grouped_matmul_backward_args(op, dx, dw, dout, x, w, expert_offsets, kCpu);
   const int32_t* o = expert_offsets.ptr<int32_t>();
+  checks::expert_offsets(op, o, d.E, d.R, x);
   const float* px = x.ptr<float>();
   const float* pw = w.ptr<float>();
   const float* pd = dout.ptr<float>();

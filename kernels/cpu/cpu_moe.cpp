@@ -16,8 +16,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/checks_moe.h"
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/op_checks.h"
 
 namespace grpo {
 namespace {
@@ -26,66 +26,6 @@ constexpr Device kCpu = Device::cpu;
 // Added to the sum of the chosen scores before renormalising, as DeepSeek-V3 does, so rows
 // whose chosen scores all underflow give 0 rather than NaN. Negligible for any other row.
 constexpr double kNormEps = 1e-20;
-constexpr int64_t kMaxRows = std::numeric_limits<int32_t>::max();
-
-// Every id of ids [T, K] lies in [0, E); with `unique`, no row names an expert twice.
-// Scans the whole tensor before any output is written, so a bad id leaves outputs untouched.
-void check_ids(const char* op, const Tensor& ids, int64_t E, bool unique) {
-  const int64_t T = ids.shape[0], K = ids.shape[1];
-  const int32_t* id = ids.ptr<int32_t>();
-  // last_row[e] = last row that named e: one pass over T * K ids, no per-row clearing.
-  std::vector<int64_t> last_row(unique ? size_t(E) : 0, -1);
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t k = 0; k < K; ++k) {
-      const int32_t e = id[t * K + k];
-      GRPO_CHECK(e >= 0 && e < E, op << ": topk_ids " << ids.str() << " holds expert " << e << " at [" << t << ", " << k
-                                     << "], outside [0, " << E << ")");
-      if (unique) {
-        GRPO_CHECK(last_row[e] != t, op << ": topk_ids " << ids.str() << " names expert " << e << " twice in row " << t
-                                        << " (each token's experts must be distinct)");
-        last_row[e] = t;
-      }
-    }
-  }
-}
-
-// dest_row [R] is a permutation of [0, R): each permuted row is written exactly once.
-void check_dest_row(const char* op, const Tensor& dest_row) {
-  const int64_t R = dest_row.shape[0];
-  const int32_t* d = dest_row.ptr<int32_t>();
-  std::vector<uint8_t> seen(size_t(R), 0);
-  for (int64_t i = 0; i < R; ++i) {
-    const int32_t r = d[i];
-    GRPO_CHECK(r >= 0 && r < R, op << ": dest_row " << dest_row.str() << " holds row " << r << " at " << i
-                                   << ", outside [0, " << R << ")");
-    GRPO_CHECK(!seen[r], op << ": dest_row " << dest_row.str() << " names row " << r
-                            << " twice (it must be a permutation of [0, " << R << "), as moe_align writes it)");
-    seen[r] = 1;
-  }
-}
-
-// src_token [R] holds tokens in [0, T).
-void check_src_token(const char* op, const Tensor& src_token, int64_t T) {
-  const int64_t R = src_token.shape[0];
-  const int32_t* s = src_token.ptr<int32_t>();
-  for (int64_t i = 0; i < R; ++i)
-    GRPO_CHECK(s[i] >= 0 && s[i] < T, op << ": src_token " << src_token.str() << " holds token " << s[i] << " at " << i
-                                         << ", outside [0, " << T << ")");
-}
-
-// The router's shared shape checks: returns E. ids is [T, K] with K == p.top_k in [1, E].
-int64_t check_router(const char* op, const Tensor& scores, const Tensor& ids, const Tensor& kw, const char* kw_name,
-                     const RouterParams& p) {
-  checks::tensor(op, "scores", scores, DType::f32, kCpu, 2);
-  const int64_t T = scores.shape[0], E = scores.shape[1];
-  GRPO_CHECK(E >= 1, op << ": scores " << scores.str() << " has no experts");
-  GRPO_CHECK(p.top_k >= 1 && p.top_k <= E,
-             op << ": top_k is " << p.top_k << ", expected 1 to E = " << E << " (scores " << scores.str() << ")");
-  checks::shape(op, "topk_ids", ids, DType::i32, kCpu, {T, p.top_k});
-  checks::shape(op, kw_name, kw, DType::f32, kCpu, {T, p.top_k});
-  GRPO_CHECK(std::isfinite(p.scaling), op << ": scaling is " << p.scaling << ", expected a finite value");
-  return E;
-}
 
 // Selection key: NaN ranks below everything so the order stays total (the row's weights
 // are NaN anyway and propagate).
@@ -95,12 +35,9 @@ inline float sel_key(float v) { return std::isnan(v) ? -std::numeric_limits<floa
 
 void CpuOps::moe_router(Tensor topk_weights, Tensor topk_ids, Tensor scores, Tensor logits, const RouterParams& p,
                         bool replay) {
-  const char* op = "moe_router";
-  checks::tensor(op, "logits", logits, DType::f32, kCpu, 2);
-  const int64_t E = check_router(op, scores, topk_ids, topk_weights, "topk_weights", p);
-  checks::same(op, "logits", logits, "scores", scores);
-  if (p.selection_bias.defined()) checks::shape(op, "selection_bias", p.selection_bias, DType::f32, kCpu, {E});
-  if (replay) check_ids(op, topk_ids, E, /*unique=*/true);
+  const int64_t E = checks::moe_router(topk_weights, topk_ids, scores, logits, p, kCpu);
+  // Every id is checked before any output is written, so a bad id leaves outputs untouched.
+  if (replay) checks::moe_ids("moe_router", topk_ids, topk_ids.ptr<int32_t>(), E, /*unique=*/true);
 
   const int64_t T = logits.shape[0], K = p.top_k;
   const float* lg = logits.ptr<float>();
@@ -161,11 +98,8 @@ void CpuOps::moe_router(Tensor topk_weights, Tensor topk_ids, Tensor scores, Ten
 
 void CpuOps::moe_router_backward(Tensor dlogits, Tensor dtopk_weights, Tensor scores, Tensor topk_ids,
                                  const RouterParams& p) {
-  const char* op = "moe_router_backward";
-  checks::tensor(op, "dtopk_weights", dtopk_weights, DType::f32, kCpu, 2);
-  const int64_t E = check_router(op, scores, topk_ids, dtopk_weights, "dtopk_weights", p);
-  checks::same(op, "dlogits", dlogits, "scores", scores);
-  check_ids(op, topk_ids, E, /*unique=*/true);
+  const int64_t E = checks::moe_router_backward(dlogits, dtopk_weights, scores, topk_ids, p, kCpu);
+  checks::moe_ids("moe_router_backward", topk_ids, topk_ids.ptr<int32_t>(), E, /*unique=*/true);
 
   const int64_t T = scores.shape[0], K = p.top_k;
   const float* sc = scores.ptr<float>();
@@ -217,18 +151,9 @@ void CpuOps::moe_router_backward(Tensor dlogits, Tensor dtopk_weights, Tensor sc
 }
 
 void CpuOps::moe_align(Tensor expert_offsets, Tensor src_token, Tensor dest_row, Tensor topk_ids, int64_t num_experts) {
-  const char* op = "moe_align";
-  checks::tensor(op, "topk_ids", topk_ids, DType::i32, kCpu, 2);
+  checks::moe_align(expert_offsets, src_token, dest_row, topk_ids, num_experts, kCpu);
   const int64_t T = topk_ids.shape[0], K = topk_ids.shape[1], E = num_experts;
-  GRPO_CHECK(E >= 1 && E <= kMaxRows, op << ": num_experts is " << E << ", expected 1 to " << kMaxRows);
-  GRPO_CHECK(K >= 1 && K <= E,
-             op << ": topk_ids " << topk_ids.str() << " has K = " << K << ", expected 1 to E = " << E);
-  GRPO_CHECK(T * K <= kMaxRows, op << ": topk_ids " << topk_ids.str() << " has more than " << kMaxRows
-                                   << " (token, slot) pairs for i32 row indices");
-  checks::shape(op, "expert_offsets", expert_offsets, DType::i32, kCpu, {E + 1});
-  checks::shape(op, "src_token", src_token, DType::i32, kCpu, {T * K});
-  checks::shape(op, "dest_row", dest_row, DType::i32, kCpu, {T * K});
-  check_ids(op, topk_ids, E, /*unique=*/false);
+  checks::moe_ids("moe_align", topk_ids, topk_ids.ptr<int32_t>(), E, /*unique=*/false);
 
   // Counting sort, serial: O(T*K + E) integer work, negligible next to the expert GEMMs,
   // and trivially stable in (token, slot) order.
@@ -248,12 +173,9 @@ void CpuOps::moe_align(Tensor expert_offsets, Tensor src_token, Tensor dest_row,
 }
 
 void CpuOps::moe_permute(Tensor xp, Tensor x, Tensor src_token) {
-  const char* op = "moe_permute";
-  checks::tensor(op, "x", x, DType::f32, kCpu, 2);
-  checks::tensor(op, "src_token", src_token, DType::i32, kCpu, 1);
+  checks::moe_permute(xp, x, src_token, DType::f32, kCpu);
   const int64_t T = x.shape[0], C = x.shape[1], R = src_token.shape[0];
-  checks::shape(op, "xp", xp, DType::f32, kCpu, {R, C});
-  check_src_token(op, src_token, T);
+  checks::moe_src_token("moe_permute", src_token, src_token.ptr<int32_t>(), T);
 
   const float* px = x.ptr<float>();
   const int32_t* src = src_token.ptr<int32_t>();
@@ -264,12 +186,9 @@ void CpuOps::moe_permute(Tensor xp, Tensor x, Tensor src_token) {
 }
 
 void CpuOps::moe_permute_backward(Tensor dx, Tensor dxp, Tensor src_token) {
-  const char* op = "moe_permute_backward";
-  checks::tensor(op, "dx", dx, DType::f32, kCpu, 2);
-  checks::tensor(op, "src_token", src_token, DType::i32, kCpu, 1);
+  checks::moe_permute_backward(dx, dxp, src_token, DType::f32, kCpu);
   const int64_t T = dx.shape[0], C = dx.shape[1], R = src_token.shape[0];
-  checks::shape(op, "dxp", dxp, DType::f32, kCpu, {R, C});
-  check_src_token(op, src_token, T);
+  checks::moe_src_token("moe_permute_backward", src_token, src_token.ptr<int32_t>(), T);
 
   // Invert src_token into per-token row lists (CSR, rows ascending), then each token sums
   // its own rows: no two threads write the same dx row, and the sum order is fixed.
@@ -293,25 +212,9 @@ void CpuOps::moe_permute_backward(Tensor dx, Tensor dxp, Tensor src_token) {
   }
 }
 
-namespace {
-// Shared checks of moe_unpermute and its backward: out-like [T, C], yp [T*K, C],
-// dest_row [T*K] a permutation, topk_weights [T, K].
-void check_unpermute(const char* op, const char* out_name, const Tensor& out, const Tensor& yp, const Tensor& dest_row,
-                     const Tensor& topk_weights) {
-  checks::tensor(op, out_name, out, DType::f32, kCpu, 2);
-  checks::tensor(op, "topk_weights", topk_weights, DType::f32, kCpu, 2);
-  const int64_t T = out.shape[0], C = out.shape[1], K = topk_weights.shape[1];
-  GRPO_CHECK(topk_weights.shape[0] == T, op << ": topk_weights " << topk_weights.str() << " and " << out_name << " "
-                                            << out.str() << " disagree on the token count");
-  checks::shape(op, "yp", yp, DType::f32, kCpu, {T * K, C});
-  checks::shape(op, "dest_row", dest_row, DType::i32, kCpu, {T * K});
-  check_dest_row(op, dest_row);
-}
-}  // namespace
-
 void CpuOps::moe_unpermute(Tensor out, Tensor yp, Tensor dest_row, Tensor topk_weights) {
-  const char* op = "moe_unpermute";
-  check_unpermute(op, "out", out, yp, dest_row, topk_weights);
+  checks::moe_unpermute(out, yp, dest_row, topk_weights, DType::f32, kCpu);
+  checks::moe_dest_row("moe_unpermute", dest_row, dest_row.ptr<int32_t>());
   const int64_t T = out.shape[0], C = out.shape[1], K = topk_weights.shape[1];
   const float* y = yp.ptr<float>();
   const float* w = topk_weights.ptr<float>();
@@ -331,10 +234,8 @@ void CpuOps::moe_unpermute(Tensor out, Tensor yp, Tensor dest_row, Tensor topk_w
 
 void CpuOps::moe_unpermute_backward(Tensor dyp, Tensor dtopk_weights, Tensor dout, Tensor yp, Tensor dest_row,
                                     Tensor topk_weights) {
-  const char* op = "moe_unpermute_backward";
-  check_unpermute(op, "dout", dout, yp, dest_row, topk_weights);
-  checks::same(op, "dyp", dyp, "yp", yp);
-  checks::same(op, "dtopk_weights", dtopk_weights, "topk_weights", topk_weights);
+  checks::moe_unpermute_backward(dyp, dtopk_weights, dout, yp, dest_row, topk_weights, DType::f32, kCpu);
+  checks::moe_dest_row("moe_unpermute_backward", dest_row, dest_row.ptr<int32_t>());
   const int64_t T = dout.shape[0], C = dout.shape[1], K = topk_weights.shape[1];
   const float* g = dout.ptr<float>();
   const float* y = yp.ptr<float>();

@@ -8,8 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/checks_norm.h"
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/op_checks.h"
 
 namespace grpo {
 
@@ -18,21 +18,7 @@ namespace {
 // Loops smaller than this many elements stay on one thread.
 constexpr int64_t kParallelElems = int64_t(1) << 14;
 
-// x [..., C] with C >= 1 and w [C]; returns C.
-int64_t check_norm_input(const char* op, const Tensor& x, const Tensor& w) {
-  checks::tensor(op, "x", x, DType::f32, Device::cpu);
-  const int64_t C = x.size(-1);
-  GRPO_CHECK(C > 0, op << ": x is " << x.str() << ", expected a non-empty last dimension");
-  checks::shape(op, "w", w, DType::f32, Device::cpu, {C});
-  return C;
-}
-
-// rstd holds one f32 per row of x (shape [rows], or x's shape without its last dimension).
-void check_rstd(const char* op, const Tensor& rstd, const Tensor& x, int64_t rows) {
-  checks::tensor(op, "rstd", rstd, DType::f32, Device::cpu);
-  GRPO_CHECK(rstd.numel() == rows, op << ": rstd is " << rstd.str() << ", expected [" << rows
-                                      << "] (one value per row of x " << x.str() << ")");
-}
+constexpr DType kF32[] = {DType::f32};
 
 float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
 
@@ -41,11 +27,8 @@ float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
 // ---- RMSNorm ------------------------------------------------------------------------------
 
 void CpuOps::rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
-  const int64_t C = check_norm_input("rmsnorm", x, w);
-  checks::same("rmsnorm", "x", x, "out", out);
+  const int64_t C = checks::rmsnorm(out, rstd, x, w, eps, Device::cpu, kF32);
   const int64_t rows = x.numel() / C;
-  check_rstd("rmsnorm", rstd, x, rows);
-  GRPO_CHECK(std::isfinite(eps) && eps >= 0.0f, "rmsnorm: eps is " << eps << ", expected a finite value >= 0");
   const float* px = x.ptr<float>();
   const float* pw = w.ptr<float>();
   float* py = out.ptr<float>();
@@ -66,12 +49,8 @@ void CpuOps::rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
 // y = x r w with r = (mean(x^2) + eps)^(-1/2):
 //   dx_j = r w_j dy_j - r^3 x_j / C * sum_k w_k dy_k x_k,   dw_j += sum_rows dy_j x_j r.
 void CpuOps::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) {
-  const int64_t C = check_norm_input("rmsnorm_backward", x, w);
-  checks::same("rmsnorm_backward", "x", x, "dout", dout);
-  checks::same("rmsnorm_backward", "x", x, "dx", dx);
-  checks::same("rmsnorm_backward", "w", w, "dw", dw);
+  const int64_t C = checks::rmsnorm_backward(dx, dw, dout, x, w, rstd, Device::cpu, kF32);
   const int64_t rows = x.numel() / C;
-  check_rstd("rmsnorm_backward", rstd, x, rows);
   const float* px = x.ptr<float>();
   const float* pw = w.ptr<float>();
   const float* pdy = dout.ptr<float>();
@@ -115,9 +94,7 @@ void CpuOps::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tenso
 // ---- SwiGLU -------------------------------------------------------------------------------
 
 void CpuOps::swiglu(Tensor out, Tensor gate, Tensor up) {
-  checks::tensor("swiglu", "gate", gate, DType::f32, Device::cpu);
-  checks::same("swiglu", "gate", gate, "up", up);
-  checks::same("swiglu", "gate", gate, "out", out);
+  checks::swiglu(out, gate, up, Device::cpu, kF32);
   const float* pg = gate.ptr<float>();
   const float* pu = up.ptr<float>();
   float* py = out.ptr<float>();
@@ -131,11 +108,7 @@ void CpuOps::swiglu(Tensor out, Tensor gate, Tensor up) {
 
 // silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g).
 void CpuOps::swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
-  checks::tensor("swiglu_backward", "gate", gate, DType::f32, Device::cpu);
-  checks::same("swiglu_backward", "gate", gate, "up", up);
-  checks::same("swiglu_backward", "gate", gate, "dout", dout);
-  checks::same("swiglu_backward", "gate", gate, "dgate", dgate);
-  checks::same("swiglu_backward", "gate", gate, "dup", dup);
+  checks::swiglu_backward(dgate, dup, dout, gate, up, Device::cpu, kF32);
   const float* pg = gate.ptr<float>();
   const float* pu = up.ptr<float>();
   const float* pdy = dout.ptr<float>();
@@ -155,8 +128,7 @@ void CpuOps::swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate,
 // ---- softmax ------------------------------------------------------------------------------
 
 void CpuOps::softmax(Tensor out, Tensor x) {
-  checks::tensor("softmax", "x", x, DType::f32, Device::cpu);
-  checks::same("softmax", "x", x, "out", out);
+  checks::softmax(out, x, Device::cpu, kF32);
   const int64_t C = x.size(-1);
   if (x.numel() == 0) return;
   const int64_t rows = x.numel() / C;
@@ -181,9 +153,7 @@ void CpuOps::softmax(Tensor out, Tensor x) {
 
 // dx = out * (dout - sum(dout * out)) per row.
 void CpuOps::softmax_backward(Tensor dx, Tensor dout, Tensor out) {
-  checks::tensor("softmax_backward", "out", out, DType::f32, Device::cpu);
-  checks::same("softmax_backward", "out", out, "dout", dout);
-  checks::same("softmax_backward", "out", out, "dx", dx);
+  checks::softmax_backward(dx, dout, out, Device::cpu, kF32);
   const int64_t C = out.size(-1);
   if (out.numel() == 0) return;
   const int64_t rows = out.numel() / C;

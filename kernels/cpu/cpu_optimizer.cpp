@@ -2,24 +2,13 @@
 
 #include "core/dtype.h"
 
+#include "kernels/checks_norm.h"
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/op_checks.h"
 
 namespace grpo {
 
 void CpuOps::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p, Tensor params_bf16) {
-  checks::tensor("adamw", "params", params, DType::f32, Device::cpu);
-  checks::same("adamw", "params", params, "grads", grads);
-  checks::same("adamw", "params", params, "m", m);
-  checks::same("adamw", "params", params, "v", v);
-  if (params_bf16.defined()) {
-    checks::shape("adamw", "params_bf16", params_bf16, DType::bf16, Device::cpu, {params.numel()});
-    GRPO_CHECK(params.ndim == 1, "adamw: params is " << params.str() << ", expected a flat buffer with params_bf16");
-  }
-  GRPO_CHECK(p.step >= 1, "adamw: step is " << p.step << ", expected >= 1 (bias correction is 1-based)");
-  GRPO_CHECK(p.beta1 >= 0.0f && p.beta1 < 1.0f && p.beta2 >= 0.0f && p.beta2 < 1.0f,
-             "adamw: betas (" << p.beta1 << ", " << p.beta2 << ") must lie in [0, 1)");
-  GRPO_CHECK(p.eps > 0.0f, "adamw: eps is " << p.eps << ", expected > 0");
+  checks::adamw(params, grads, m, v, p, params_bf16, Device::cpu);
   // Bias corrections in double: beta^step underflows gracefully and stays exact for small steps.
   const double bc1 = 1.0 - std::pow(double(p.beta1), double(p.step));
   const double bc2 = 1.0 - std::pow(double(p.beta2), double(p.step));
@@ -47,8 +36,8 @@ void CpuOps::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWP
 }
 
 void CpuOps::sum_squares(Tensor out, Tensor x) {
-  checks::shape("sum_squares", "out", out, DType::f32, Device::cpu, {1});
-  checks::tensor("sum_squares", "x", x, DType::f32, Device::cpu);
+  constexpr DType kF32[] = {DType::f32};
+  checks::sum_squares(out, x, Device::cpu, kF32);
   const float* p = x.ptr<float>();
   const int64_t n = x.numel();
   double total = 0.0;

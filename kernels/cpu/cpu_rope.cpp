@@ -9,36 +9,21 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/checks_norm.h"
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/op_checks.h"
 
 namespace grpo {
 
 namespace {
 
+constexpr DType kF32[] = {DType::f32};
+
 void check_rope(const char* op, const char* out_name, const Tensor& out, const char* in_name, const Tensor& in,
                 const Tensor& positions, const RopeParams& p) {
-  checks::tensor(op, in_name, in, DType::f32, Device::cpu, 3);
-  checks::same(op, in_name, in, out_name, out);
-  const int64_t T = in.shape[0], D = in.shape[2];
-  GRPO_CHECK(p.head_dim == D, op << ": " << in_name << " is " << in.str() << " but head_dim is " << p.head_dim);
-  GRPO_CHECK(p.rot_dim >= 2 && p.rot_dim % 2 == 0 && p.rot_dim <= D,
-             op << ": rot_dim is " << p.rot_dim << ", expected even, >= 2 and <= head_dim " << D);
-  checks::tensor(op, "inv_freq", p.inv_freq, DType::f32, Device::cpu, 1);
-  GRPO_CHECK(p.inv_freq.shape[0] * 2 == p.rot_dim,
-             op << ": inv_freq is " << p.inv_freq.str() << ", expected [" << p.rot_dim / 2 << "] (rot_dim "
-                << p.rot_dim << " / 2)");
-  GRPO_CHECK(std::isfinite(p.attention_scaling),
-             op << ": attention_scaling is " << p.attention_scaling << ", expected a finite value");
-  checks::shape(op, "positions", positions, DType::i32, Device::cpu, {T});
+  checks::rope(op, out_name, out, in_name, in, positions, p, Device::cpu, kF32);
   const int32_t* pos = positions.ptr<int32_t>();
-  for (int64_t t = 0; t < T; ++t)
+  for (int64_t t = 0; t < in.shape[0]; ++t)
     GRPO_CHECK(pos[t] >= 0, op << ": positions[" << t << "] is " << pos[t] << ", expected >= 0");
-  // In place (same data) or disjoint; a partial overlap would read rotated values.
-  const auto* ob = static_cast<const char*>(out.data);
-  const auto* ib = static_cast<const char*>(in.data);
-  GRPO_CHECK(ob == ib || ob + out.nbytes() <= ib || ib + in.nbytes() <= ob,
-             op << ": " << out_name << " partially overlaps " << in_name << " (only exact aliasing is allowed)");
 }
 
 // transpose = false: y = scaling * R x; true: y = scaling * R^T x.

@@ -26,15 +26,14 @@
 // (nth_element then sort on a growing prefix), so a peaked distribution or a small top_k
 // costs O(V), not O(V log V).
 #include <algorithm>
-#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <vector>
 
 #include "core/rng.h"
+#include "kernels/checks_sampling.h"
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/op_checks.h"
 
 namespace grpo {
 namespace {
@@ -187,32 +186,11 @@ void sample_row(const float* l, int64_t V, const SamplingParams& p, RowScratch& 
   *logprob = float((double(l[chosen]) - double(m)) / double(temp) - std::log(z));
 }
 
-void check_params(const char* op, std::span<const SamplingParams> params) {
-  for (size_t b = 0; b < params.size(); ++b) {
-    const SamplingParams& p = params[b];
-    GRPO_CHECK(std::isfinite(p.temperature) && p.temperature >= 0.0f,
-               op << ": params[" << b << "].temperature is " << p.temperature << ", expected finite and >= 0");
-    GRPO_CHECK(p.top_k >= 0, op << ": params[" << b << "].top_k is " << p.top_k << ", expected >= 0 (0: off)");
-    GRPO_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f,
-               op << ": params[" << b << "].top_p is " << p.top_p << ", expected in (0, 1]");
-    GRPO_CHECK(p.min_p >= 0.0f && p.min_p < 1.0f,
-               op << ": params[" << b << "].min_p is " << p.min_p << ", expected in [0, 1)");
-  }
-}
-
 }  // namespace
 
 void CpuOps::sample(Tensor tokens, Tensor logprobs, Tensor logits, std::span<const SamplingParams> params) {
-  const char* op = "sample";
-  checks::tensor(op, "logits", logits, DType::f32, Device::cpu, 2);
+  checks::sample(tokens, logprobs, logits, params, DType::f32, Device::cpu);
   const int64_t B = logits.shape[0], V = logits.shape[1];
-  checks::shape(op, "tokens", tokens, DType::i32, Device::cpu, {B});
-  checks::shape(op, "logprobs", logprobs, DType::f32, Device::cpu, {B});
-  GRPO_CHECK(int64_t(params.size()) == B,
-             op << ": params has " << params.size() << " entries for " << B << " rows of logits " << logits.str());
-  GRPO_CHECK(V > 0 && V <= INT32_MAX,
-             op << ": logits " << logits.str() << " must have 1 to " << INT32_MAX << " vocabulary entries");
-  check_params(op, params);
   if (B == 0) return;
 
   const float* l = logits.ptr<float>();

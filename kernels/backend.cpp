@@ -1,0 +1,65 @@
+#include "kernels/backend.h"
+
+#include <charconv>
+
+#include "core/error.h"
+
+#if GRPO_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_runtime.h"
+#endif
+
+namespace grpo {
+
+bool cuda_backend_built() { return GRPO_HAVE_CUDA != 0; }
+
+DeviceChoice resolve_device(std::string_view name) {
+  if (name == "cpu") return {Device::cpu, 0};
+  if (name == "auto") {
+#if GRPO_HAVE_CUDA
+    if (cuda_device_count() > 0) return {Device::cuda, 0};
+#endif
+    return {Device::cpu, 0};
+  }
+  if (name.substr(0, 4) == "cuda") {
+    int index = 0;
+    if (name.size() > 4) {
+      std::string_view num = name.substr(5);
+      auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), index);
+      GRPO_CHECK(name[4] == ':' && !num.empty() && ec == std::errc() && p == num.data() + num.size() && index >= 0,
+                 "device \"" << name << "\" is not valid: use auto, cpu, cuda or cuda:N");
+    }
+#if GRPO_HAVE_CUDA
+    const std::string why = cuda_unavailable_reason();
+    GRPO_CHECK(why.empty(), "device " << name << ": no usable GPU (" << why << ")");
+    const int n = cuda_device_count();
+    GRPO_CHECK(index < n, "device " << name << ": there " << (n == 1 ? "is" : "are") << " only " << n
+                                    << " GPU" << (n == 1 ? "" : "s") << " (cuda:0" << (n > 1 ? " .. cuda:" + std::to_string(n - 1) : "") << ")");
+    return {Device::cuda, index};
+#else
+    GRPO_THROW("device " << name << ": this grpo was built without the CUDA backend (rebuild with nvcc installed, "
+                         "-DGRPO_CUDA=ON)");
+#endif
+  }
+  GRPO_THROW("device \"" << name << "\" is not valid: use auto, cpu, cuda or cuda:N");
+}
+
+std::string describe_device(const DeviceChoice& d) {
+  if (d.device == Device::cpu) return "cpu";
+#if GRPO_HAVE_CUDA
+  return "cuda:" + std::to_string(d.index) + " " + cuda_device_description(d.index);
+#else
+  return "cuda:" + std::to_string(d.index);
+#endif
+}
+
+std::unique_ptr<Ops> make_ops(const DeviceChoice& d) {
+  if (d.device == Device::cpu) return make_cpu_ops();
+#if GRPO_HAVE_CUDA
+  return make_cuda_ops(d.index);
+#else
+  GRPO_THROW("this grpo was built without the CUDA backend");
+#endif
+}
+
+}  // namespace grpo

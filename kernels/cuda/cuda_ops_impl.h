@@ -1,0 +1,147 @@
+// The CUDA backend: every op of kernels/ops.h on one device and one stream. Included by the
+// kernel files (*.cu) only; host code uses make_cuda_ops (cuda_ops.h).
+//
+// Dtypes. Floating "data" tensors (activations, weights, their gradients, the KV cache) may be
+// f32 or bf16; all data tensors of one call share one dtype unless the op says otherwise.
+// Arithmetic is always f32 (reductions that the CPU does in f64 are f32 or f64 here, and the
+// tests state tolerances per dtype). Statistics stay f32 whatever the data dtype: rstd, lse,
+// logprob, entropy, router scores and top-k weights, sum_squares. Indices are i32. Per-op
+// exceptions:
+//   * matmul / matmul_backward / grouped_matmul*: a and b share a dtype; out (and db, dbias)
+//     may be f32 with bf16 inputs (f32 weight gradients from bf16 activations).
+//   * rmsnorm: w may be f32 with bf16 x (norm weights stay f32).
+//   * adamw: params, grads, m, v f32 (the master copy); params_bf16 the optional compute copy.
+//   * sample: logits f32 or bf16; tokens i32, logprobs f32.
+// Validation is the CPU backend's (same messages), with Device::cuda and the dtypes above.
+// Checks that need the data itself (embedding ids, replayed expert ids, block-table entries)
+// run on the device: the kernel raises a flag and the op throws after synchronising.
+//
+// Memory. allocator() is stream-ordered: host copies run on the Ops' stream and wait for it,
+// so a copy_to_host sees every op issued before it. Scratch space comes from workspace(),
+// one growing device buffer (valid until the next workspace() call of the same op).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/ops.h"
+
+namespace grpo {
+
+class CudaStreamAllocator final : public Allocator {
+ public:
+  explicit CudaStreamAllocator(cudaStream_t s) : stream_(s) {}
+  Device device() const override { return Device::cuda; }
+  void* allocate(size_t bytes) override;
+  void deallocate(void* p, size_t bytes) noexcept override;
+  void memset_zero(void* p, size_t bytes) override;
+  void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
+
+ private:
+  cudaStream_t stream_;
+};
+
+class CudaOps final : public Ops {
+ public:
+  // own_stream: destroy `stream` with the Ops.
+  CudaOps(int device, cudaStream_t stream, bool own_stream);
+  ~CudaOps() override;
+  CudaOps(const CudaOps&) = delete;
+  CudaOps& operator=(const CudaOps&) = delete;
+
+  Device device() const override { return Device::cuda; }
+  std::string name() const override;
+  Allocator& allocator() override { return alloc_; }
+
+  cudaStream_t stream() const { return stream_; }
+  cublasHandle_t cublas() const { return cublas_; }
+  int device_index() const { return device_; }
+  // Device scratch of at least `bytes` (256-byte aligned). Growing it waits for the stream.
+  void* workspace(size_t bytes);
+  // A zeroed device int that kernels set (to any nonzero code) when the data is invalid;
+  // throw_if_flagged synchronises, reads it and throws "<op>: <what> (code N)" when set.
+  int* error_flag();
+  void throw_if_flagged(const char* op, const char* what);
+  // Blocks until all work on the stream is done (also surfaces asynchronous kernel errors).
+  void synchronize(const char* op);
+
+  // cuda_elementwise.cu
+  void add(Tensor out, Tensor a, Tensor b) override;
+  void scale(Tensor x, float s) override;
+  void zero(Tensor x) override;
+  void copy(Tensor dst, Tensor src) override;
+  void swiglu(Tensor out, Tensor gate, Tensor up) override;
+  void swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) override;
+  void softmax(Tensor out, Tensor x) override;
+  void softmax_backward(Tensor dx, Tensor dout, Tensor out) override;
+
+  // cuda_norm.cu
+  void rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) override;
+  void rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) override;
+  void add_rmsnorm(Tensor sum, Tensor out, Tensor rstd, Tensor x, Tensor residual, Tensor w, float eps) override;
+  void rope(Tensor out, Tensor x, Tensor positions, const RopeParams& p) override;
+  void rope_backward(Tensor dx, Tensor dout, Tensor positions, const RopeParams& p) override;
+
+  // cuda_optimizer.cu
+  void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p, Tensor params_bf16) override;
+  void sum_squares(Tensor out, Tensor x) override;
+
+  // cuda_matmul.cu
+  void matmul(Tensor out, Tensor a, Tensor b, Tensor bias, bool trans_a, bool trans_b, bool accumulate) override;
+  void matmul_backward(Tensor da, Tensor db, Tensor dbias, Tensor dout, Tensor a, Tensor b, bool trans_a,
+                       bool trans_b, bool accumulate_da, bool accumulate_db) override;
+  void grouped_matmul(Tensor out, Tensor x, Tensor w, Tensor expert_offsets) override;
+  void grouped_matmul_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor expert_offsets) override;
+  void embedding(Tensor out, Tensor ids, Tensor table) override;
+  void embedding_backward(Tensor dtable, Tensor dout, Tensor ids) override;
+
+  // cuda_attention.cu
+  void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, float scale) override;
+  void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out,
+                          Tensor lse, Tensor cu_seqlens, float scale) override;
+
+  // cuda_paged.cu
+  void kv_cache_write(Tensor k_cache, Tensor v_cache, Tensor k, Tensor v, Tensor slot_mapping) override;
+  void attention_paged(Tensor out, Tensor q, Tensor k_cache, Tensor v_cache, Tensor cu_seqlens_q,
+                       Tensor seq_lens_k, Tensor block_table, float scale) override;
+
+  // cuda_moe.cu
+  void moe_router(Tensor topk_weights, Tensor topk_ids, Tensor scores, Tensor logits, const RouterParams& p,
+                  bool replay) override;
+  void moe_router_backward(Tensor dlogits, Tensor dtopk_weights, Tensor scores, Tensor topk_ids,
+                           const RouterParams& p) override;
+  void moe_align(Tensor expert_offsets, Tensor src_token, Tensor dest_row, Tensor topk_ids,
+                 int64_t num_experts) override;
+  void moe_permute(Tensor xp, Tensor x, Tensor src_token) override;
+  void moe_permute_backward(Tensor dx, Tensor dxp, Tensor src_token) override;
+  void moe_unpermute(Tensor out, Tensor yp, Tensor dest_row, Tensor topk_weights) override;
+  void moe_unpermute_backward(Tensor dyp, Tensor dtopk_weights, Tensor dout, Tensor yp, Tensor dest_row,
+                              Tensor topk_weights) override;
+
+  // cuda_lm_head.cu
+  void lm_head_logprob(Tensor logprob, Tensor entropy, Tensor lse, Tensor hidden, Tensor w, Tensor targets,
+                       float inv_temperature) override;
+  void lm_head_logprob_backward(Tensor dhidden, Tensor dw, Tensor dlogprob, Tensor dentropy, Tensor hidden,
+                                Tensor w, Tensor targets, Tensor lse, Tensor entropy, float inv_temperature) override;
+
+  // cuda_sampling.cu
+  void sample(Tensor tokens, Tensor logprobs, Tensor logits, std::span<const SamplingParams> params) override;
+
+ private:
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  bool own_stream_ = false;
+  cublasHandle_t cublas_ = nullptr;
+  CudaStreamAllocator alloc_;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  int* flag_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+};
+
+}  // namespace grpo

@@ -1,0 +1,424 @@
+// CUDA matmul family against the CPU backend on the same inputs: matmul (every transpose
+// combination, 2-D and batched 3-D, bias, accumulate) and its backward (each accumulate flag,
+// undefined gradients), embedding and its scatter-add backward (repeated and hot ids), and the
+// MoE grouped matmul with empty experts and an expert holding every row. f32 and bf16 (bf16
+// inputs rounded first, so both backends see the same values), and the mixed case of bf16
+// inputs with f32 results (out, db, dbias, dw). Odd sizes from {1, 7, 33, 129, 257}.
+// Errors: the CPU's messages for bad shapes and dtypes, host tensors, and the device-side
+// checks (ids out of range, bad expert offsets).
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/cuda/cuda_test_util.h"
+
+namespace grpo {
+namespace {
+
+using namespace cudatest;  // upload, download, poisoned, gpu(), cpu(), tol, Shape ...
+
+
+// f32 everywhere: 1e-5; any bf16 tensor involved: 1e-2.
+double tol_of(std::initializer_list<DType> dts) {
+  for (DType d : dts)
+    if (d == DType::bf16) return cudatest::tol(DType::bf16);
+  return cudatest::tol(DType::f32);
+}
+
+// A tensor held on both sides: host values (rounded to the device dtype) and the device copy.
+// For an ASSIGNED output the device copy is poisoned; for an accumulating one it holds h.
+struct Pair {
+  std::vector<float> h;
+  std::vector<int64_t> shape;
+  Dev d;
+  Tensor host() { return host_view(h, shape); }
+  Tensor dev() const { return d.t; }
+};
+
+Pair input(const std::vector<int64_t>& shape, DType dt, uint64_t seed) {
+  Pair p{randu(size_t(cudatest::numel_of(shape)), seed), shape, {}};
+  round_to(p.h, dt);
+  p.d = upload(p.h, shape, dt);
+  return p;
+}
+Pair assigned(const std::vector<int64_t>& shape, DType dt) {
+  return Pair{std::vector<float>(size_t(cudatest::numel_of(shape)), 0.0f), shape, poisoned(dt, shape)};
+}
+// Accumulating outputs start from random values (so += shows), assigned ones are poisoned.
+Pair output(const std::vector<int64_t>& shape, DType dt, bool accumulate, uint64_t seed) {
+  return accumulate ? input(shape, dt, seed) : assigned(shape, dt);
+}
+
+std::string dts(DType in, DType out) { return std::string(dtype_name(in)) + "->" + dtype_name(out); }
+
+// ---- matmul ----------------------------------------------------------------------------
+
+struct MatmulCase {
+  int64_t M, N, K;
+  bool ta, tb;
+  int64_t batch = 0;  // 0: 2-D
+  std::vector<int64_t> shape(int64_t r, int64_t c) const {
+    return batch ? std::vector<int64_t>{batch, r, c} : std::vector<int64_t>{r, c};
+  }
+  std::vector<int64_t> a_shape() const { return ta ? shape(K, M) : shape(M, K); }
+  std::vector<int64_t> b_shape() const { return tb ? shape(N, K) : shape(K, N); }
+  std::vector<int64_t> out_shape() const { return shape(M, N); }
+  std::string str() const {
+    return "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+           " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " batch=" + std::to_string(batch);
+  }
+};
+
+// Shapes covering every size of {1, 7, 33, 129, 257} in each of M, N and K.
+const int64_t kShapes[][3] = {{1, 1, 1},     {7, 33, 129}, {33, 7, 1},    {129, 257, 7},
+                              {257, 129, 33}, {1, 257, 257}, {257, 1, 7}, {33, 129, 257}};
+
+void check_matmul(const MatmulCase& c, DType in, DType out_dt, bool with_bias, DType bias_dt, bool accumulate,
+                  uint64_t seed) {
+  SCOPED_TRACE(c.str() + " " + dts(in, out_dt) + (with_bias ? " bias" : "") + (accumulate ? " accumulate" : ""));
+  Pair a = input(c.a_shape(), in, seed), b = input(c.b_shape(), in, seed + 1);
+  Pair bias = with_bias ? input({c.N}, bias_dt, seed + 2) : Pair{};
+  Pair out = output(c.out_shape(), out_dt, accumulate, seed + 3);
+  cpu().matmul(out.host(), a.host(), b.host(), with_bias ? bias.host() : Tensor{}, c.ta, c.tb, accumulate);
+  gpu().matmul(out.dev(), a.dev(), b.dev(), with_bias ? bias.dev() : Tensor{}, c.ta, c.tb, accumulate);
+  EXPECT_REL("matmul out", download(out.dev()), out.h, tol_of({in, out_dt, bias_dt}));
+}
+
+TEST(CudaMatmul, ForwardAllTransposesAndOddSizes) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 1;
+  for (const auto& s : kShapes)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (auto [in, out] : {std::pair{DType::f32, DType::f32}, std::pair{DType::bf16, DType::bf16},
+                               std::pair{DType::bf16, DType::f32}})
+          check_matmul({s[0], s[1], s[2], ta, tb}, in, out, false, in, false, seed += 10);
+}
+
+TEST(CudaMatmul, ForwardBiasAndAccumulate) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 1000;
+  for (const MatmulCase& c : {MatmulCase{7, 33, 129, false, true}, MatmulCase{129, 257, 7, true, false},
+                              MatmulCase{1, 7, 33, true, true}})
+    for (bool bias : {false, true})
+      for (bool acc : {false, true}) {
+        check_matmul(c, DType::f32, DType::f32, bias, DType::f32, acc, seed += 10);
+        check_matmul(c, DType::bf16, DType::bf16, bias, DType::bf16, acc, seed += 10);
+        check_matmul(c, DType::bf16, DType::f32, bias, DType::f32, acc, seed += 10);
+        check_matmul(c, DType::bf16, DType::bf16, bias, DType::f32, acc, seed += 10);  // f32 bias, bf16 out
+      }
+}
+
+TEST(CudaMatmul, BatchedForward) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 2000;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (DType in : {DType::f32, DType::bf16}) {
+        check_matmul({33, 7, 129, ta, tb, 3}, in, in, true, in, false, seed += 10);
+        check_matmul({129, 33, 7, ta, tb, 2}, in, DType::f32, false, in, true, seed += 10);
+        check_matmul({1, 257, 33, ta, tb, 1}, in, in, false, in, false, seed += 10);
+      }
+}
+
+// K = 0: the product is all zeros (out = bias, or unchanged when accumulating).
+TEST(CudaMatmul, EmptyInnerDimension) {
+  GRPO_REQUIRE_GPU();
+  for (bool acc : {false, true}) {
+    check_matmul({7, 33, 0, false, false}, DType::f32, DType::f32, true, DType::f32, acc, 77);
+    check_matmul({7, 33, 0, true, true, 2}, DType::bf16, DType::bf16, false, DType::bf16, acc, 78);
+  }
+}
+
+struct BackwardFlags {
+  bool da = true, db = true, dbias = true;
+  bool acc_da = false, acc_db = true;
+};
+
+void check_matmul_backward(const MatmulCase& c, DType in, DType grad_dt, BackwardFlags f, uint64_t seed) {
+  SCOPED_TRACE(c.str() + " " + dts(in, grad_dt) + " da=" + std::to_string(f.da) + " db=" + std::to_string(f.db) +
+               " dbias=" + std::to_string(f.dbias) + " acc_da=" + std::to_string(f.acc_da) +
+               " acc_db=" + std::to_string(f.acc_db));
+  Pair a = input(c.a_shape(), in, seed), b = input(c.b_shape(), in, seed + 1);
+  Pair dout = input(c.out_shape(), in, seed + 2);
+  Pair da = output(c.a_shape(), in, f.acc_da, seed + 3);
+  Pair db = output(c.b_shape(), grad_dt, f.acc_db, seed + 4);
+  Pair dbias = output({c.N}, grad_dt, f.acc_db, seed + 5);
+  cpu().matmul_backward(f.da ? da.host() : Tensor{}, f.db ? db.host() : Tensor{}, f.dbias ? dbias.host() : Tensor{},
+                        dout.host(), a.host(), b.host(), c.ta, c.tb, f.acc_da, f.acc_db);
+  gpu().matmul_backward(f.da ? da.dev() : Tensor{}, f.db ? db.dev() : Tensor{}, f.dbias ? dbias.dev() : Tensor{},
+                        dout.dev(), a.dev(), b.dev(), c.ta, c.tb, f.acc_da, f.acc_db);
+  if (f.da) {
+    EXPECT_REL("da", download(da.dev()), da.h, tol_of({in}));
+  }
+  if (f.db) {
+    EXPECT_REL("db", download(db.dev()), db.h, tol_of({in, grad_dt}));
+  }
+  if (f.dbias) {
+    EXPECT_REL("dbias", download(dbias.dev()), dbias.h, tol_of({in, grad_dt}));
+  }
+}
+
+TEST(CudaMatmul, BackwardAllTransposesAndOddSizes) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 3000;
+  for (const auto& s : kShapes)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (auto [in, grad] : {std::pair{DType::f32, DType::f32}, std::pair{DType::bf16, DType::bf16},
+                                std::pair{DType::bf16, DType::f32}})
+          check_matmul_backward({s[0], s[1], s[2], ta, tb}, in, grad, {}, seed += 10);
+}
+
+TEST(CudaMatmul, BackwardAccumulateFlagsAndUndefinedGradients) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 4000;
+  const MatmulCase c{33, 129, 7, false, true};
+  for (DType in : {DType::f32, DType::bf16})
+    for (bool acc_da : {false, true})
+      for (bool acc_db : {false, true}) check_matmul_backward(c, in, in, {true, true, true, acc_da, acc_db}, seed += 10);
+  for (BackwardFlags f : {BackwardFlags{true, false, false}, BackwardFlags{false, true, false},
+                          BackwardFlags{false, false, true}, BackwardFlags{false, false, false}})
+    check_matmul_backward(c, DType::f32, DType::f32, f, seed += 10);
+}
+
+TEST(CudaMatmul, BatchedBackwardAndLongBiasReduction) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 5000;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      check_matmul_backward({33, 7, 129, ta, tb, 3}, DType::f32, DType::f32, {}, seed += 10);
+      check_matmul_backward({129, 33, 7, ta, tb, 2}, DType::bf16, DType::f32, {true, true, true, true, false},
+                            seed += 10);
+    }
+  // 2052 rows of dout: the bias gradient is summed over many row chunks.
+  check_matmul_backward({513, 300, 7, false, true, 4}, DType::f32, DType::f32, {false, false, true}, seed += 10);
+  check_matmul_backward({4099, 257, 1, false, false}, DType::bf16, DType::f32, {false, true, true}, seed += 10);
+}
+
+TEST(CudaMatmul, RejectsBadArguments) {
+  GRPO_REQUIRE_GPU();
+  Dev a = upload(randu(12, 1), {3, 4}), b = upload(randu(30, 2), {5, 6}), out = poisoned(DType::f32, {3, 6});
+  EXPECT_GRPO_ERROR(gpu().matmul(out, a, b, {}, false, false), "matmul", "f32[3, 4]", "f32[5, 6]",
+                    "inner dimensions 4 and 5 differ");
+  Dev b46 = upload(randu(24, 3), {4, 6}), out_bad = poisoned(DType::f32, {3, 5}), bias_bad = upload(randu(5, 4), {5});
+  EXPECT_GRPO_ERROR(gpu().matmul(out_bad, a, b46, {}, false, false), "matmul", "out", "f32[3, 5]", "[3, 6]");
+  EXPECT_GRPO_ERROR(gpu().matmul(out, a, b46, bias_bad, false, false), "matmul", "bias", "f32[5]", "[6]");
+  EXPECT_GRPO_ERROR(gpu().matmul(out, a, b46, {}, false, true), "matmul", "inner dimensions 4 and 6 differ");
+  // dtypes: i32 a; b's dtype differs from a's; bf16 out from f32 inputs.
+  Dev ai = cudatest::alloc_dev(DType::i32, {3, 4});
+  EXPECT_GRPO_ERROR(gpu().matmul(out, ai, b46, {}, false, false), "matmul", "a", "i32[3, 4]", "f32 or bf16");
+  Dev b46h = upload(randu(24, 3), {4, 6}, DType::bf16);
+  EXPECT_GRPO_ERROR(gpu().matmul(out, a, b46h, {}, false, false), "matmul", "b", "bf16[4, 6]", "expected dtype f32");
+  Dev out_h = poisoned(DType::bf16, {3, 6});
+  EXPECT_GRPO_ERROR(gpu().matmul(out_h, a, b46, {}, false, false), "matmul", "out", "bf16[3, 6]", "f32");
+  // A host tensor.
+  std::vector<float> host_a = randu(12, 5);
+  EXPECT_GRPO_ERROR(gpu().matmul(out, host_view(host_a, {3, 4}), b46, {}, false, false), "matmul", "a", "on cpu",
+                    "expected cuda");
+  // Batches, ranks, aliasing.
+  Dev a3 = upload(randu(36, 6), {3, 3, 4}), b3 = upload(randu(48, 7), {2, 4, 6}), o3 = poisoned(DType::f32, {2, 3, 6});
+  EXPECT_GRPO_ERROR(gpu().matmul(o3, a3, b3, {}, false, false), "matmul", "batch sizes 3 and 2 differ");
+  EXPECT_GRPO_ERROR(gpu().matmul(out, a, b3, {}, false, false), "matmul", "both must be 2-D or both 3-D");
+  Dev b44 = upload(randu(16, 8), {4, 4});
+  EXPECT_GRPO_ERROR(gpu().matmul(a.t.view({3, 4}), a, b44, {}, false, false), "matmul", "overlaps");
+  // Backward.
+  Dev dout = upload(randu(18, 9), {3, 6}), da_bad = poisoned(DType::f32, {4, 3}), db = poisoned(DType::f32, {4, 6});
+  Dev dout_bad = upload(randu(21, 10), {3, 7});
+  EXPECT_GRPO_ERROR(gpu().matmul_backward(da_bad, db, {}, dout, a, b46, false, false), "matmul_backward", "da",
+                    "f32[4, 3]", "f32[3, 4]");
+  EXPECT_GRPO_ERROR(gpu().matmul_backward({}, db, {}, dout_bad, a, b46, false, false), "matmul_backward", "dout",
+                    "f32[3, 7]", "[3, 6]");
+  EXPECT_GRPO_ERROR(gpu().matmul_backward({}, db, bias_bad, dout, a, b46, false, false), "matmul_backward", "dbias",
+                    "f32[5]");
+  // bf16 activations: da must be bf16 (only db and dbias may widen to f32); dout must be bf16.
+  Dev ah = upload(randu(12, 11), {3, 4}, DType::bf16), douth = upload(randu(18, 12), {3, 6}, DType::bf16);
+  EXPECT_GRPO_ERROR(gpu().matmul_backward(poisoned(DType::f32, {3, 4}), {}, {}, douth, ah, b46h, false, false),
+                    "matmul_backward", "da", "f32[3, 4]", "bf16[3, 4]");
+  EXPECT_GRPO_ERROR(gpu().matmul_backward({}, db, {}, dout, ah, b46h, false, false), "matmul_backward", "dout",
+                    "expected dtype bf16");
+}
+
+// ---- embedding -------------------------------------------------------------------------
+
+void check_embedding(int64_t V, int64_t C, const std::vector<int32_t>& ids_h, DType table_dt, DType out_dt,
+                     uint64_t seed) {
+  const int64_t T = int64_t(ids_h.size());
+  SCOPED_TRACE("V=" + std::to_string(V) + " C=" + std::to_string(C) + " T=" + std::to_string(T) + " " +
+               dts(table_dt, out_dt));
+  std::vector<int32_t> ids_v = ids_h;
+  Dev ids = upload_i32(ids_v, {T});
+  Pair table = input({V, C}, table_dt, seed);
+  // Forward: a plain gather, exact whatever the dtypes (bf16 -> f32 widens exactly, f32 -> bf16
+  // rounds as the host does).
+  Pair out = assigned({T, C}, out_dt);
+  cpu().embedding(out.host(), host_view(ids_v, {T}), table.host());
+  gpu().embedding(out.dev(), ids, table.dev());
+  std::vector<float> want = out.h;
+  round_to(want, out_dt);
+  EXPECT_EQ(download(out.dev()), want);
+  // Backward: dtable accumulates from random values.
+  Pair dout = input({T, C}, out_dt, seed + 1);
+  Pair dtable = input({V, C}, table_dt, seed + 2);
+  cpu().embedding_backward(dtable.host(), dout.host(), host_view(ids_v, {T}));
+  gpu().embedding_backward(dtable.dev(), dout.dev(), ids);
+  EXPECT_REL("dtable", download(dtable.dev()), dtable.h, tol_of({table_dt, out_dt}));
+  if (table_dt == DType::f32) {
+    // Same additions in the same (token) order as the CPU: bitwise equal.
+    EXPECT_EQ(download(dtable.dev()), dtable.h);
+  }
+}
+
+TEST(CudaEmbedding, ForwardAndBackwardWithRepeatedIds) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 6000;
+  for (DType table_dt : {DType::f32, DType::bf16})
+    for (DType out_dt : {DType::f32, DType::bf16}) {
+      // Ids only in [0, 40): rows 40..49 receive nothing.
+      seed += 10;
+      check_embedding(50, 65, randint(1537, seed, 0, 39), table_dt, out_dt, seed + 1);
+      check_embedding(7, 1, randint(33, seed + 2, 0, 6), table_dt, out_dt, seed + 3);
+      check_embedding(1, 7, std::vector<int32_t>(7, 0), table_dt, out_dt, seed + 4);
+      check_embedding(5, 0, randint(9, seed + 7, 0, 4), table_dt, out_dt, seed + 8);  // empty rows
+      // Rows longer than one block's 256 columns; one hot id among many.
+      std::vector<int32_t> hot = randint(2049, seed + 5, 0, 1000);
+      for (size_t i = 0; i < hot.size(); i += 3) hot[i] = 257;
+      check_embedding(1001, 600, hot, table_dt, out_dt, seed + 6);
+    }
+}
+
+TEST(CudaEmbedding, RejectsOutOfRangeIdsAndBadArguments) {
+  GRPO_REQUIRE_GPU();
+  Pair table = input({9, 4}, DType::f32, 1);
+  Dev out = poisoned(DType::f32, {3, 4});
+  EXPECT_GRPO_ERROR(gpu().embedding(out, upload_i32({1, 2, 9}, {3}), table.dev()), "embedding", "ids[2] = 9",
+                    "outside [0, 9)", "f32[9, 4]");
+  EXPECT_GRPO_ERROR(gpu().embedding(out, upload_i32({-1, 2, 30}, {3}), table.dev()), "embedding", "ids[0] = -1",
+                    "[0, 9)");
+  // The backward checks too, and leaves dtable untouched.
+  Pair dtable = input({9, 4}, DType::f32, 2);
+  Dev dout = upload(randu(12, 3), {3, 4});
+  EXPECT_GRPO_ERROR(gpu().embedding_backward(dtable.dev(), dout, upload_i32({0, 12, -3}, {3})), "embedding_backward",
+                    "ids[1] = 12", "[0, 9)");
+  EXPECT_EQ(download(dtable.dev()), dtable.h);
+  // Shapes, dtypes, devices.
+  Dev ids = upload_i32({0, 1, 2}, {3});
+  EXPECT_GRPO_ERROR(gpu().embedding(poisoned(DType::f32, {3, 5}), ids, table.dev()), "embedding", "out",
+                    "f32[3, 5]", "[3, 4]");
+  EXPECT_GRPO_ERROR(gpu().embedding(out, upload(randu(3, 4), {3}), table.dev()), "embedding", "ids", "f32[3]",
+                    "i32");
+  EXPECT_GRPO_ERROR(gpu().embedding_backward(dtable.dev(), upload(randu(8, 5), {2, 4}), ids), "embedding_backward",
+                    "dout", "f32[2, 4]", "[3, 4]");
+  std::vector<float> host_table = table.h;
+  EXPECT_GRPO_ERROR(gpu().embedding(out, ids, host_view(host_table, {9, 4})), "embedding", "table", "on cpu");
+  EXPECT_GRPO_ERROR(gpu().embedding(out, ids, cudatest::alloc_dev(DType::i32, {9, 4})), "embedding", "table",
+                    "f32 or bf16");
+}
+
+// ---- grouped matmul --------------------------------------------------------------------
+
+std::vector<int32_t> offsets_of(const std::vector<int32_t>& counts) {
+  std::vector<int32_t> o(counts.size() + 1, 0);
+  for (size_t e = 0; e < counts.size(); ++e) o[e + 1] = o[e] + counts[e];
+  return o;
+}
+
+// Forward, then the backward with both gradients, dx only and dw only. out_dt is the dtype of
+// out and dw (f32 with bf16 inputs: the per-expert fallback).
+void check_grouped(const std::vector<int32_t>& counts, int64_t N, int64_t K, DType in, DType out_dt, uint64_t seed) {
+  std::vector<int32_t> o = offsets_of(counts);
+  const int64_t E = int64_t(counts.size()), R = o.back();
+  std::ostringstream what;
+  what << "E=" << E << " R=" << R << " N=" << N << " K=" << K << " " << dts(in, out_dt) << " counts";
+  for (int32_t c : counts) what << " " << c;
+  SCOPED_TRACE(what.str());
+  Dev offsets = upload_i32(o, {E + 1});
+  Pair x = input({R, K}, in, seed), w = input({E, N, K}, in, seed + 1);
+  Pair out = assigned({R, N}, out_dt);
+  cpu().grouped_matmul(out.host(), x.host(), w.host(), host_view(o, {E + 1}));
+  gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), offsets);
+  EXPECT_REL("grouped out", download(out.dev()), out.h, tol_of({in, out_dt}));
+
+  Pair dout = input({R, N}, in, seed + 2);
+  for (auto [want_dx, want_dw] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
+    SCOPED_TRACE(std::string(want_dx ? " dx" : "") + (want_dw ? " dw" : ""));
+    Pair dx = assigned({R, K}, in);
+    Pair dw = input({E, N, K}, out_dt, seed + 3);  // accumulates; experts without rows keep it
+    cpu().grouped_matmul_backward(want_dx ? dx.host() : Tensor{}, want_dw ? dw.host() : Tensor{}, dout.host(),
+                                  x.host(), w.host(), host_view(o, {E + 1}));
+    gpu().grouped_matmul_backward(want_dx ? dx.dev() : Tensor{}, want_dw ? dw.dev() : Tensor{}, dout.dev(), x.dev(),
+                                  w.dev(), offsets);
+    if (want_dx) {
+      EXPECT_REL("grouped dx", download(dx.dev()), dx.h, tol_of({in}));
+    }
+    if (want_dw) {
+      EXPECT_REL("grouped dw", download(dw.dev()), dw.h, tol_of({in, out_dt}));
+    }
+  }
+}
+
+TEST(CudaGroupedMatmul, EmptyExpertsAndOneExpertWithAllRows) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 7000;
+  const std::vector<std::vector<int32_t>> count_sets = {
+      {0, 7, 0, 1, 33, 0},               // empty first, middle and last experts
+      {65},                              // one expert
+      {0, 0, 129, 0},                    // one expert holds every row
+      {0, 0, 0},                         // no rows at all
+      {1, 257, 0, 7, 33, 129, 1, 0, 2},  // odd mixes
+  };
+  const int64_t sizes[][2] = {{7, 33}, {33, 7}, {129, 1}, {1, 129}, {257, 65}};
+  for (auto [in, out] : {std::pair{DType::f32, DType::f32}, std::pair{DType::bf16, DType::bf16},
+                         std::pair{DType::bf16, DType::f32}})
+    for (const auto& counts : count_sets)
+      for (const auto& s : sizes) check_grouped(counts, s[0], s[1], in, out, seed += 10);
+}
+
+TEST(CudaGroupedMatmul, ManyExperts) {
+  GRPO_REQUIRE_GPU();
+  // 64 experts, a quarter of them empty, 2 to 300 rows each.
+  std::vector<int32_t> counts = randint(64, 8000, 2, 300);
+  for (size_t e = 0; e < counts.size(); e += 4) counts[e] = 0;
+  check_grouped(counts, 96, 160, DType::bf16, DType::bf16, 8001);
+  check_grouped(counts, 96, 160, DType::bf16, DType::f32, 8002);
+  check_grouped(counts, 96, 160, DType::f32, DType::f32, 8003);
+}
+
+TEST(CudaGroupedMatmul, RejectsBadOffsetsAndArguments) {
+  GRPO_REQUIRE_GPU();
+  const int64_t E = 3, R = 5, N = 4, K = 6;
+  Dev x = upload(randu(R * K, 1), {R, K}), w = upload(randu(E * N * K, 2), {E, N, K}), out = poisoned(DType::f32, {R, N});
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(out, x, w, upload_i32({1, 2, 3, 5}, {E + 1})), "grouped_matmul",
+                    "expert_offsets[0] = 1");
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(out, x, w, upload_i32({0, 3, 2, 5}, {E + 1})), "grouped_matmul",
+                    "decrease at expert 1");
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(out, x, w, upload_i32({0, 2, 3, 4}, {E + 1})), "grouped_matmul",
+                    "expert_offsets[3] = 4", "expected 5", "f32[5, 6]");
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(out, x, w, upload_i32({0, 2, 3}, {E})), "grouped_matmul", "expert_offsets",
+                    "i32[3]", "[4]");
+  Dev good = upload_i32({0, 2, 2, 5}, {E + 1});
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(out, x, w, upload(randu(4, 3), {E + 1})), "grouped_matmul",
+                    "expert_offsets", "f32[4]", "i32");
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(out, x, upload(randu(E * N * 7, 4), {E, N, 7}), good), "grouped_matmul",
+                    "f32[5, 6]", "f32[3, 4, 7]", "inner dimensions 6 and 7 differ");
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(poisoned(DType::f32, {R, N + 1}), x, w, good), "grouped_matmul", "out",
+                    "f32[5, 5]", "[5, 4]");
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(out, x, upload(randu(E * N * K, 4), {E, N, K}, DType::bf16), good),
+                    "grouped_matmul", "w", "bf16[3, 4, 6]", "expected dtype f32");
+  std::vector<int32_t> host_offsets = {0, 2, 2, 5};
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul(out, x, w, host_view(host_offsets, {E + 1})), "grouped_matmul",
+                    "expert_offsets", "on cpu");
+  Dev dout = upload(randu(R * N, 5), {R, N});
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul_backward({}, poisoned(DType::f32, {E + 1, N, K}), dout, x, w, good),
+                    "grouped_matmul_backward", "dw", "f32[4, 4, 6]", "f32[3, 4, 6]");
+  // Bad offsets leave dw untouched.
+  Pair dw = input({E, N, K}, DType::f32, 6);
+  EXPECT_GRPO_ERROR(gpu().grouped_matmul_backward({}, dw.dev(), dout, x, w, upload_i32({0, 2, 6, 5}, {E + 1})),
+                    "grouped_matmul_backward", "expert_offsets");
+  EXPECT_EQ(download(dw.dev()), dw.h);
+}
+
+}  // namespace
+}  // namespace grpo
