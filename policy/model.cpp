@@ -150,8 +150,7 @@ void Model::Impl::layer_forward(int64_t l, LayerActs& a, Tensor x, Tensor out, T
   const BlockCtx c = ctx();
   ops.rmsnorm(a.attn.ln, a.attn.ln_rstd, x, lw.ln1, eps);
   attention_forward(c, lw.attn, a.attn, call, proj);
-  ops.add(a.mid, x, proj);
-  ops.rmsnorm(a.ffn.ln, a.ffn.ln_rstd, a.mid, lw.ln2, eps);
+  ops.add_rmsnorm(a.mid, a.ffn.ln, a.ffn.ln_rstd, x, proj, lw.ln2, eps);  // mid = x + proj, ln = norm(mid)
   ffn_forward(c, lw, a.ffn, route, proj);
   ops.add(out, a.mid, proj);
 }
