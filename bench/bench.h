@@ -33,21 +33,28 @@ struct BenchTokenizerOptions {
 std::string run_bench_tokenizer(const BenchTokenizerOptions& options);
 
 struct BenchModelOptions {
-  std::string arch;                        // model_type (required)
-  std::string preset = "small";            // model preset (tiny, small)
-  std::string device = "cpu";
-  int64_t train_tokens = 2048;             // tokens of the packed training batch
-  int64_t seq_len = 512;                   // sequence length inside it
-  int64_t prompt_len = 128;                // prefill length per sequence, and decode context
-  int64_t decode_steps = 16;               // decode steps timed per run
-  std::vector<int64_t> batches = {1, 8, 64};  // prefill/decode batch sizes
+  std::string arch;                        // model_type (required unless config is given)
+  std::string preset = "small";            // model preset: tiny, small or gpu (bench_model.cpp)
+  std::string config;                      // a config.json (or its folder) instead of arch/preset
+  std::string device = "cpu";              // auto, cpu, cuda or cuda:N (kernels/backend.h)
+  // Sizes; 0 / empty: the default (preset gpu in parentheses).
+  int64_t train_tokens = 0;                // tokens of the packed training batch: 2048 (8192)
+  int64_t seq_len = 0;                     // sequence length inside it: 512 (1024)
+  int64_t prompt_len = 0;                  // prefill length per sequence, and decode context: 128 (256)
+  int64_t decode_steps = 0;                // decode steps timed per run: 16 (32)
+  std::vector<int64_t> batches;            // prefill/decode batch sizes: 1, 8, 64
   double min_seconds = 0.5;                // time each case for at least this long
+  int repeats = 5;                         // and at least this many runs (the median is reported)
   int threads = 0;                         // 0: OpenMP/OpenBLAS defaults
   bool quick = false;                      // small sizes, batches 1 and 8 (CI smoke run)
+  bool dry_run = false;                    // print the config and memory plan only (no device)
+  std::string save_config;                 // also write the model's config.json into this folder
 };
 
 // Training tokens/s (forward + backward), prefill and decode tokens/s per batch size, the
-// model FLOPs per token behind them and the GFLOP/s achieved next to OpenBLAS sgemm.
+// model FLOPs per token behind them and the GFLOP/s achieved, next to ceilings measured in the
+// same run (cpu: OpenBLAS sgemm; cuda: f32 and bf16 GEMM through the Ops), and decode bytes/s
+// next to the Ops::copy bandwidth.
 std::string run_bench_model(const BenchModelOptions& options);
 
 }  // namespace grpo

@@ -1,6 +1,10 @@
 // `grpo bench model`: training (forward + backward) tokens/s on a packed batch, prefill and
-// decode tokens/s at several batch sizes, for a preset of one architecture; the model FLOPs
-// per token turn each into GFLOP/s, reported next to OpenBLAS sgemm measured in the same run.
+// decode tokens/s at several batch sizes, for a preset of one architecture (or a config.json),
+// on the CPU or a GPU (--device). Each rate is set next to a ceiling measured in the same run:
+//   * cpu:  OpenBLAS sgemm at the model's widest linear shape;
+//   * cuda: Ops::matmul at 8192^3 in f32 (the model's dtype today; no TF32) and in bf16
+//           (the card's tensor-core rate), and Ops::copy of a 1 GiB buffer (bytes read + written);
+// both: Ops::copy bandwidth for the decode bytes ratio.
 //
 // Model FLOPs per token (forward), the usual 2 * matmul parameters + attention count:
 //   F_fwd(c) = 2 * P_mm + 4 * L * Hq * D * c
@@ -10,7 +14,15 @@
 // the context length when decoding). Training counts 3 * F_fwd (backward = 2x forward).
 // Prefill computes logits for each sequence's last token only, so its LM-head share
 // 2 * P_lm (P_lm = V * C) is counted once per prompt of n tokens: 2 * P_lm / n per token.
-// Timing as in `grpo bench ops`: warm-up, repeat for min_seconds, report the fastest run.
+//
+// Decode bytes per step (batch B, f32): every weight once, except the embedding table (B rows;
+// read whole as the LM head when tied) and the routed experts (the expected share hit by B
+// tokens each choosing K of E: 1 - (1 - K/E)^B), plus K and V of each sequence's context
+// (2 * L * Hkv * D * context * B). Activations and KV writes are left out (small next to these).
+//
+// Timing: one warm-up call, then at least `repeats` timed calls and min_seconds in all; the
+// median is reported (seconds_best: the fastest). Device work is finished before each clock
+// read: a 4-byte copy_to_host waits for the stream (the CUDA allocator is stream-ordered).
 #include <cblas.h>
 #include <omp.h>
 
@@ -25,7 +37,9 @@
 
 #include "bench/bench.h"
 #include "core/buffer.h"
+#include "core/dtype.h"
 #include "core/error.h"
+#include "kernels/backend.h"
 #include "kernels/ops.h"
 #include "policy/kv_cache.h"
 #include "policy/model.h"
@@ -38,25 +52,76 @@ namespace {
 using Json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
-// Seconds of the fastest call of fn, after one warm-up call, calling it until min_seconds
-// have passed (at least `min_reps` timed calls).
-double time_best(const std::function<void()>& fn, double min_seconds, int min_reps = 2) {
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+struct Timing {
+  double median = 0, best = 0;
+  int runs = 0;
+};
+
+// fn once to warm up, then timed until min_seconds have passed and at least min_reps runs;
+// sync() after each call so queued device work is inside the measurement.
+Timing time_runs(const std::function<void()>& fn, const std::function<void()>& sync, double min_seconds,
+                 int min_reps) {
   fn();
-  double best = 1e300, total = 0;
-  for (int reps = 0; total < min_seconds || reps < min_reps; ++reps) {
+  sync();
+  std::vector<double> s;
+  double total = 0;
+  while (total < min_seconds || int(s.size()) < min_reps) {
     const auto t0 = Clock::now();
     fn();
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::min(best, s);
-    total += s;
+    sync();
+    s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    total += s.back();
   }
-  return best;
+  std::sort(s.begin(), s.end());
+  const size_t n = s.size();
+  return Timing{n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]), s[0], int(n)};
 }
 
 // x rounded to `decimals` decimal places (printed without binary noise).
 double round_dec(double x, int decimals) {
   const double f = std::pow(10.0, decimals);
   return std::round(x * f) / f;
+}
+
+// `--preset gpu`: a Qwen3-MoE-like model for one 80 GB GPU in f32 with gradients and AdamW
+// state (~2.0 B parameters for the MoE architectures, ~32 GB of state + activations of 8192
+// tokens): hidden 1024, 16 layers, 16 query / 4 KV heads (head_dim 128 where the architecture
+// sets it, as Qwen3; else hidden / heads), Qwen's 151936-token vocabulary, untied LM head;
+// MoE: 64 experts of width 512, top-8 (qwen2_moe adds a 2048-wide shared expert); dense: an
+// MLP of 4096.
+ModelConfig gpu_preset(const std::string& arch) {
+  ModelConfig c = model_preset(arch, "small");
+  c.vocab_size = 151936;
+  c.hidden_size = 1024;
+  c.num_hidden_layers = 16;
+  c.num_attention_heads = 16;
+  c.num_key_value_heads = 4;
+  c.head_dim = c.qk_norm == QkNorm::per_head ? 128 : c.hidden_size / c.num_attention_heads;
+  c.intermediate_size = 4096;
+  c.max_position_embeddings = 32768;
+  c.tie_word_embeddings = false;
+  if (c.is_moe()) {
+    c.num_experts = 64;
+    c.num_experts_per_tok = 8;
+    c.moe_intermediate_size = 512;
+    if (c.shared_expert_intermediate_size > 0) c.shared_expert_intermediate_size = 2048;
+    if (c.arch == ModelArch::mixtral || c.arch == ModelArch::olmoe) c.intermediate_size = c.moe_intermediate_size;
+  }
+  c.rope.head_dim = c.head_dim;
+  c.rope.max_position_embeddings = c.max_position_embeddings;
+  c.validate();
+  return c;
+}
+
+ModelConfig bench_config(const BenchModelOptions& o) {
+  if (!o.config.empty()) return load_model_config(o.config);
+  GRPO_CHECK(!o.arch.empty(), "bench model: give --arch (with --preset) or --config");
+  if (o.preset == "gpu") return gpu_preset(o.arch);
+  GRPO_CHECK(o.preset == "tiny" || o.preset == "small",
+             "bench model: preset \"" << o.preset << "\" is unknown (presets: tiny, small, gpu)");
+  return model_preset(o.arch, o.preset);
 }
 
 // Matmul weights one token touches (see the file comment).
@@ -83,84 +148,279 @@ double forward_flops_per_token(const ModelConfig& cfg, double context, double lm
          4.0 * double(cfg.num_hidden_layers) * double(cfg.num_attention_heads) * double(cfg.head_dim) * context;
 }
 
+// Bytes one decode step of B sequences reads (see the file comment).
+double decode_bytes_per_step(const ModelConfig& cfg, double B, double context) {
+  const ParamTable table(cfg);
+  const double hit =
+      cfg.is_moe() ? 1.0 - std::pow(1.0 - double(cfg.num_experts_per_tok) / double(cfg.num_experts), B) : 1.0;
+  double w = 0;
+  for (const ParamEntry& e : table.entries()) {
+    switch (e.kind) {
+      case ParamKind::embedding:
+        w += cfg.tie_word_embeddings ? double(e.numel()) : B * double(cfg.hidden_size);
+        break;
+      case ParamKind::expert: w += double(e.numel()) * hit; break;
+      default: w += double(e.numel()); break;
+    }
+  }
+  const double kv = 2.0 * double(cfg.num_hidden_layers) * double(cfg.kv_dim()) * context * B;
+  return 4.0 * (w + kv);
+}
+
 std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int32_t> d(0, int32_t(std::min<int64_t>(vocab, 259) - 1));
+  std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
   std::vector<int32_t> v(static_cast<size_t>(n));
   for (int32_t& x : v) x = d(rng);
   return v;
 }
 
+// A value in [-1, 1) from (seed, index): a cheap, parallel stand-in for random weights.
+inline float hash_uniform(uint64_t seed, uint64_t i) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return float(double(z >> 40) * (2.0 / double(1ull << 24)) - 1.0);
+}
+
+// Weights for timing: uniform with the HF init's standard deviation (initializer_range),
+// norms 1, biases 0. Generated in parallel on the host (Model::init_weights draws its normals
+// on one thread: minutes for a few billion parameters); speed does not depend on the draws
+// beyond routing, which stays spread over the experts.
+void fill_bench_weights(Model& model) {
+  const ModelConfig& cfg = model.config();
+  const ParamTable& table = model.table();
+  std::vector<float> host(size_t(table.size()), 0.0f);
+  const float a = float(cfg.initializer_range * std::sqrt(3.0));
+  const std::vector<ParamEntry>& entries = table.entries();
+  for (size_t k = 0; k < entries.size(); ++k) {
+    const ParamEntry& e = entries[k];
+    float* dst = host.data() + e.offset;
+    const int64_t n = e.numel();
+    if (e.kind == ParamKind::bias) continue;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) dst[i] = e.kind == ParamKind::norm ? 1.0f : a * hash_uniform(k + 1, uint64_t(i));
+  }
+  model.ops().allocator().copy_from_host(model.params().data, host.data(), host.size() * sizeof(float));
+}
+
+// A device tensor of host values.
+struct DevTensor {
+  Buffer buf;
+  Tensor t;
+};
+template <class T>
+DevTensor upload(Ops& ops, const std::vector<T>& host, DType dtype, std::initializer_list<int64_t> shape) {
+  DevTensor d;
+  d.buf = Buffer(ops.allocator(), std::max<size_t>(host.size(), 1) * sizeof(T));
+  ops.allocator().copy_from_host(d.buf.data(), host.data(), host.size() * sizeof(T));
+  d.t = d.buf.view(dtype, shape);
+  return d;
+}
+DevTensor dev_empty(Ops& ops, DType dtype, std::initializer_list<int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  DevTensor d;
+  d.buf = Buffer(ops.allocator(), size_t(std::max<int64_t>(n, 1)) * dtype_size(dtype));
+  d.t = d.buf.view(dtype, shape);
+  return d;
+}
+
 // OpenBLAS sgemm GFLOP/s at [m, k] x [k, n] (the model's widest linear layer shape).
-double sgemm_gflops(int64_t m, int64_t n, int64_t k, double min_seconds) {
+double sgemm_gflops(int64_t m, int64_t n, int64_t k, double min_seconds, int reps) {
   std::vector<float> a(size_t(m * k), 0.5f), b(size_t(k * n), 0.25f), c(size_t(m * n));
-  const double s = time_best(
+  const Timing t = time_runs(
       [&] {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, a.data(), int(k), b.data(),
                     int(k), 0.0f, c.data(), int(n));
       },
-      min_seconds, 3);
-  return 2.0 * double(m) * double(n) * double(k) / s * 1e-9;
+      [] {}, min_seconds, reps);
+  return 2.0 * double(m) * double(n) * double(k) / t.median * 1e-9;
 }
 
-Json rate(double tokens, double seconds, double flops_per_token, double sgemm) {
-  const double gf = tokens * flops_per_token / seconds * 1e-9;
+// Ops::matmul GFLOP/s at [n, n] x [n, n]^T in `dtype` (out of the same dtype). The inputs
+// hold a non-zero pattern: all-zero operands draw less power and would overstate the rate.
+double ops_gemm_gflops(Ops& ops, DType dtype, int64_t n, double min_seconds, int reps,
+                       const std::function<void()>& sync) {
+  const size_t count = size_t(n * n);
+  DevTensor a, b;
+  if (dtype == DType::bf16) {
+    std::vector<uint16_t> h(count);
+    for (size_t i = 0; i < count; ++i) h[i] = f32_to_bf16(hash_uniform(1, i));
+    a = upload(ops, h, dtype, {n, n});
+    for (size_t i = 0; i < count; ++i) h[i] = f32_to_bf16(hash_uniform(2, i));
+    b = upload(ops, h, dtype, {n, n});
+  } else {
+    std::vector<float> h(count);
+    for (size_t i = 0; i < count; ++i) h[i] = hash_uniform(1, i);
+    a = upload(ops, h, dtype, {n, n});
+    for (size_t i = 0; i < count; ++i) h[i] = hash_uniform(2, i);
+    b = upload(ops, h, dtype, {n, n});
+  }
+  const DevTensor c = dev_empty(ops, dtype, {n, n});
+  const Timing t = time_runs([&] { ops.matmul(c.t, a.t, b.t, Tensor{}, false, true); }, sync, min_seconds, reps);
+  return 2.0 * double(n) * double(n) * double(n) / t.median * 1e-9;
+}
+
+// Ops::copy GB/s over a buffer of `bytes`, counting bytes read + written.
+double ops_copy_gbps(Ops& ops, int64_t bytes, double min_seconds, int reps, const std::function<void()>& sync) {
+  const int64_t n = bytes / 4;
+  const DevTensor src = dev_empty(ops, DType::f32, {n}), dst = dev_empty(ops, DType::f32, {n});
+  ops.zero(src.t);
+  const Timing t = time_runs([&] { ops.copy(dst.t, src.t); }, sync, min_seconds, reps);
+  return 2.0 * double(n) * 4.0 / t.median * 1e-9;
+}
+
+struct Ceilings {
+  double f32_gflops = 0;   // sgemm (cpu) / Ops::matmul f32 (cuda)
+  double bf16_gflops = 0;  // Ops::matmul bf16 (cuda only)
+  double copy_gbps = 0;    // Ops::copy, read + write
+};
+
+Json rate(double tokens, const Timing& t, double flops_per_token, const Ceilings& c) {
+  const double gf = tokens * flops_per_token / t.median * 1e-9;
   Json j;
-  j["tokens_per_s"] = round_dec(tokens / seconds, 1);
-  j["seconds"] = round_dec(seconds, 7);
+  j["tokens_per_s"] = round_dec(tokens / t.median, 1);
+  j["seconds"] = round_dec(t.median, 7);
+  j["seconds_best"] = round_dec(t.best, 7);
+  j["runs"] = t.runs;
   j["flops_per_token"] = round_dec(flops_per_token, 0);
   j["gflops"] = round_dec(gf, 2);
-  j["ratio_to_sgemm"] = round_dec(gf / sgemm, 3);
+  j["ratio_to_sgemm"] = round_dec(gf / c.f32_gflops, 4);
+  if (c.bf16_gflops > 0) j["ratio_to_bf16_gemm"] = round_dec(gf / c.bf16_gflops, 4);
+  return j;
+}
+
+Json config_json(const ModelConfig& cfg) {
+  Json j;
+  j["model_type"] = cfg.model_type;
+  j["vocab_size"] = cfg.vocab_size;
+  j["hidden_size"] = cfg.hidden_size;
+  j["num_hidden_layers"] = cfg.num_hidden_layers;
+  j["num_attention_heads"] = cfg.num_attention_heads;
+  j["num_key_value_heads"] = cfg.num_key_value_heads;
+  j["head_dim"] = cfg.head_dim;
+  j["intermediate_size"] = cfg.intermediate_size;
+  if (cfg.is_moe()) {
+    j["num_experts"] = cfg.num_experts;
+    j["num_experts_per_tok"] = cfg.num_experts_per_tok;
+    j["moe_intermediate_size"] = cfg.moe_intermediate_size;
+    if (cfg.shared_expert_intermediate_size > 0) j["shared_expert_intermediate_size"] = cfg.shared_expert_intermediate_size;
+  }
+  j["tie_word_embeddings"] = cfg.tie_word_embeddings;
   return j;
 }
 
 }  // namespace
 
 std::string run_bench_model(const BenchModelOptions& o) {
-  GRPO_CHECK(o.device == "cpu", "--device " << o.device << ": only the cpu backend has model ops in this build");
   if (o.threads > 0) {
     omp_set_num_threads(o.threads);
     openblas_set_num_threads(o.threads);
   }
-  const ModelConfig cfg = model_preset(o.arch, o.preset);
+  const ModelConfig cfg = bench_config(o);
+  if (!o.save_config.empty()) save_model_config(cfg, o.save_config);
+  const bool gpu_sized = o.config.empty() && o.preset == "gpu";
+  auto pick = [&](int64_t given, int64_t quick, int64_t gpu, int64_t other) {
+    return o.quick ? quick : given > 0 ? given : gpu_sized ? gpu : other;
+  };
   const double min_s = o.quick ? 0.05 : o.min_seconds;
-  const int64_t seq_len = o.quick ? 64 : o.seq_len;
-  const int64_t train_tokens = o.quick ? 256 : o.train_tokens;
-  const int64_t prompt = o.quick ? 16 : o.prompt_len;
-  const int64_t steps = o.quick ? 4 : o.decode_steps;
-  const std::vector<int64_t> batches = o.quick ? std::vector<int64_t>{1, 8} : o.batches;
+  const int reps = o.quick ? 3 : std::max(o.repeats, 1);
+  const int64_t seq_len = pick(o.seq_len, 64, 1024, 512);
+  const int64_t train_tokens = pick(o.train_tokens, 256, 8192, 2048);
+  const int64_t prompt = pick(o.prompt_len, 16, 256, 128);
+  const int64_t steps = pick(o.decode_steps, 4, 32, 16);
+  const std::vector<int64_t> batches =
+      o.quick ? std::vector<int64_t>{1, 8} : o.batches.empty() ? std::vector<int64_t>{1, 8, 64} : o.batches;
   GRPO_CHECK(seq_len >= 2 && train_tokens >= seq_len && prompt >= 1 && steps >= 1 && !batches.empty(),
              "bench model: bad sizes (seq_len " << seq_len << ", train_tokens " << train_tokens << ", prompt "
                                                 << prompt << ", decode_steps " << steps << ")");
   const int64_t max_batch = *std::max_element(batches.begin(), batches.end());
   const int64_t S = train_tokens / seq_len, T = S * seq_len;
 
-  auto ops = make_cpu_ops();
   ModelLimits limits;
   limits.max_tokens = T;
   limits.max_seqs = S;
   limits.training = true;
   limits.max_decode_tokens = max_batch * prompt;
   limits.max_decode_seqs = max_batch;
-  Model model(cfg, *ops, limits);
-  model.init_weights(1);
+  KvCacheConfig kc;
+  kc.block_size = 16;
+  kc.num_blocks = max_batch * ((prompt + steps + kc.block_size - 1) / kc.block_size + 1);
 
   const ModelParamCounts counts = count_model_params(cfg);
-  const double sgemm = sgemm_gflops(std::min<int64_t>(T, 2048), std::max(cfg.intermediate_size, 4 * cfg.hidden_size),
-                                    cfg.hidden_size, min_s);
+  const double state_bytes = double(ParamTable(cfg).size()) * 4.0;  // one flat f32 buffer
   Json doc;
   doc["bench"] = "model";
-  doc["arch"] = o.arch;
-  doc["preset"] = o.preset;
-  doc["device"] = o.device;
-  doc["threads"] = omp_get_max_threads();
+  doc["arch"] = cfg.model_type;
+  doc["preset"] = o.config.empty() ? o.preset : "config:" + o.config;
+  doc["config"] = config_json(cfg);
   doc["params"] = {{"total", counts.total}, {"active_per_token", counts.active_per_token}};
+  Json mem;
+  mem["params"] = round_dec(state_bytes / kGiB, 3);
+  mem["grads"] = round_dec(state_bytes / kGiB, 3);
+  mem["adamw_state_not_allocated"] = round_dec(2 * state_bytes / kGiB, 3);
+  mem["training_arena"] = round_dec(double(Model::training_arena_bytes(cfg, limits)) / kGiB, 3);
+  mem["kv_cache"] = round_dec(double(KvCache::bytes_needed(cfg, kc)) / kGiB, 3);
+  if (o.dry_run) {
+    doc["memory_gib"] = mem;
+    doc["batch"] = {{"train_tokens", T}, {"sequence_length", seq_len}, {"prompt_tokens", prompt},
+                    {"decode_steps", steps}, {"batches", batches}};
+    return doc.dump(2);
+  }
+
+  const DeviceChoice dc = resolve_device(o.device);
+  const bool cuda = dc.device == Device::cuda;
+  std::unique_ptr<Ops> ops_ptr = make_ops(dc);
+  Ops& ops = *ops_ptr;
+  doc["device"] = describe_device(dc);
+  doc["threads"] = omp_get_max_threads();
+  // Waits for the device: a stream-ordered copy to the host returns after all queued work.
+  Buffer probe(ops.allocator(), 256);
+  probe.zero();
+  const std::function<void()> sync = [&] {
+    float x;
+    ops.allocator().copy_to_host(&x, probe.data(), sizeof(float));
+  };
+
+  // ---- ceilings (measured before the model is built, their buffers freed after)
+  Ceilings ceil;
+  Json jc;
+  if (cuda) {
+    const int64_t n = o.quick ? 2048 : 8192;
+    ceil.f32_gflops = ops_gemm_gflops(ops, DType::f32, n, min_s, reps, sync);
+    ceil.bf16_gflops = ops_gemm_gflops(ops, DType::bf16, n, min_s, reps, sync);
+    ceil.copy_gbps = ops_copy_gbps(ops, o.quick ? (64ll << 20) : (1ll << 30), min_s, reps, sync);
+    jc["gemm_f32_tflops"] = round_dec(ceil.f32_gflops * 1e-3, 2);
+    jc["gemm_bf16_tflops"] = round_dec(ceil.bf16_gflops * 1e-3, 2);
+    jc["gemm_shape"] = Json::array({n, n, n});
+    jc["gemm_note"] = "Ops::matmul, out = a @ b^T, f32 without TF32 and bf16 (cuBLAS)";
+  } else {
+    ceil.f32_gflops = sgemm_gflops(std::min<int64_t>(T, 2048), std::max(cfg.intermediate_size, 4 * cfg.hidden_size),
+                                   cfg.hidden_size, min_s, reps);
+    ceil.copy_gbps = ops_copy_gbps(ops, o.quick ? (16ll << 20) : (256ll << 20), min_s, reps, sync);
+    jc["sgemm_note"] = "OpenBLAS sgemm at the widest linear layer shape";
+  }
+  jc["copy_gbytes_per_s"] = round_dec(ceil.copy_gbps, 1);
+  jc["copy_note"] = "Ops::copy of a large f32 buffer, bytes read + written";
+  doc["ceilings"] = jc;
+  doc["sgemm_gflops"] = round_dec(ceil.f32_gflops, 2);
   doc["flops_formula"] =
       "forward per token = 2 * matmul_params_per_token + 4 * layers * heads * head_dim * context "
       "(context: (n + 1) / 2 for causal sequences of n tokens, the cached length when decoding); "
       "training = 3x forward; prefill counts the LM head (2 * vocab * hidden) once per prompt";
+  doc["decode_bytes_formula"] =
+      "per step, f32: every weight once except the embedding (B rows; whole when tied) and routed experts "
+      "(share hit by B tokens: 1 - (1 - K/E)^B), plus K and V of every sequence's context";
   doc["matmul_params_per_token"] = int64_t(matmul_params_per_token(cfg));
-  doc["sgemm_gflops"] = round_dec(sgemm, 2);
+  doc["timing"] = "median of >= " + std::to_string(reps) + " runs after one warm-up, device synchronised";
+
+  Model model(cfg, ops, limits);
+  fill_bench_weights(model);
+  KvCache cache(ops, cfg, kc);
+  mem["decode_arena"] = round_dec(double(model.decode_arena_bytes()) / kGiB, 3);
+  doc["memory_gib"] = mem;
 
   // ---- training: forward + backward over a packed batch of S sequences
   {
@@ -169,69 +429,69 @@ std::string run_bench_model(const BenchModelOptions& o) {
     std::vector<int32_t> pos(static_cast<size_t>(T)), cu(static_cast<size_t>(S + 1));
     for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(t % seq_len);
     for (int64_t s = 0; s <= S; ++s) cu[size_t(s)] = int32_t(s * seq_len);
-    std::vector<float> lp(static_cast<size_t>(T)), dlp(static_cast<size_t>(T), -1.0f / float(T));
-    PackedBatch b;
-    b.tokens = Tensor(tokens.data(), DType::i32, {T});
-    b.targets = Tensor(targets.data(), DType::i32, {T});
-    b.positions = Tensor(pos.data(), DType::i32, {T});
-    b.cu_seqlens = Tensor(cu.data(), DType::i32, {S + 1});
-    const Tensor tlp(lp.data(), DType::f32, {T}), tdlp(dlp.data(), DType::f32, {T});
+    const DevTensor dtok = upload(ops, tokens, DType::i32, {T}), dtgt = upload(ops, targets, DType::i32, {T}),
+                    dpos = upload(ops, pos, DType::i32, {T}), dcu = upload(ops, cu, DType::i32, {S + 1});
+    const DevTensor lp = dev_empty(ops, DType::f32, {T});
+    const DevTensor dlp = upload(ops, std::vector<float>(size_t(T), -1.0f / float(T)), DType::f32, {T});
+    const PackedBatch b{dtok.t, dtgt.t, dpos.t, dcu.t};
     ForwardOptions opt;
     opt.with_grad = true;
-    const double s = time_best(
+    const Timing t = time_runs(
         [&] {
           ForwardOutputs out;
-          out.logprob = tlp;
+          out.logprob = lp.t;
           model.forward(b, opt, out);
-          model.backward(tdlp, Tensor{}, 0.0f);
+          model.backward(dlp.t, Tensor{}, 0.0f);
         },
-        min_s);
-    Json j = rate(double(T), s, 3.0 * forward_flops_per_token(cfg, double(seq_len + 1) / 2.0), sgemm);
+        sync, min_s, reps);
+    Json j = rate(double(T), t, 3.0 * forward_flops_per_token(cfg, double(seq_len + 1) / 2.0), ceil);
     j["batch_tokens"] = T;
     j["sequence_length"] = seq_len;
     doc["train"] = j;
   }
 
   // ---- prefill and decode at each batch size
-  KvCacheConfig kc;
-  kc.block_size = 16;
-  kc.num_blocks = max_batch * ((prompt + steps + kc.block_size - 1) / kc.block_size + 1);
-  KvCache cache(*ops, cfg, kc);
-  const std::vector<int32_t> prompts = random_tokens(max_batch * prompt, cfg.vocab_size, 11);
-  std::vector<float> logits(static_cast<size_t>(max_batch * cfg.vocab_size));
+  const DevTensor prompts = upload(ops, random_tokens(max_batch * prompt, cfg.vocab_size, 11), DType::i32,
+                                   {max_batch * prompt});
+  const DevTensor logits = dev_empty(ops, DType::f32, {max_batch, cfg.vocab_size});
+  const DevTensor step_tokens = upload(ops, random_tokens(max_batch, cfg.vocab_size, 13), DType::i32, {max_batch});
   Json prefill = Json::array(), decode = Json::array();
   for (int64_t B : batches) {
     std::vector<int64_t> ids(static_cast<size_t>(B)), n(static_cast<size_t>(B), prompt);
-    const Tensor tprompt(const_cast<int32_t*>(prompts.data()), DType::i32, {B * prompt});
-    const Tensor tlogits(logits.data(), DType::f32, {B, cfg.vocab_size});
-    const double sp = time_best(
+    const Tensor tprompt = prompts.t.rows(0, B * prompt);
+    const Tensor tlogits = logits.t.rows(0, B);
+    const Timing tp = time_runs(
         [&] {
           for (int64_t& id : ids) id = cache.add_sequence();
           model.prefill(cache, ids, tprompt, n, tlogits);
           for (int64_t id : ids) cache.remove_sequence(id);
         },
-        min_s);
+        sync, min_s, reps);
     const double prefill_flops = forward_flops_per_token(cfg, double(prompt + 1) / 2.0, 1.0 / double(prompt));
-    Json jp = rate(double(B * prompt), sp, prefill_flops, sgemm);
+    Json jp = rate(double(B * prompt), tp, prefill_flops, ceil);
     jp["batch"] = B;
     jp["prompt_tokens"] = prompt;
     prefill.push_back(jp);
 
     for (int64_t& id : ids) id = cache.add_sequence();
     model.prefill(cache, ids, tprompt, n, tlogits);
-    std::vector<int32_t> step_tokens(static_cast<size_t>(B), 1);
-    const Tensor tstep(step_tokens.data(), DType::i32, {B});
-    const double sd = time_best(
+    const Tensor tstep = step_tokens.t.rows(0, B);
+    const Timing td = time_runs(
         [&] {
           for (int64_t i = 0; i < steps; ++i) model.decode_step(cache, ids, tstep, tlogits);
           for (int64_t id : ids) cache.truncate(id, prompt);
         },
-        min_s);
+        sync, min_s, reps);
     for (int64_t id : ids) cache.remove_sequence(id);
-    const double decode_flops = forward_flops_per_token(cfg, double(prompt) + double(steps + 1) / 2.0);
-    Json jd = rate(double(B * steps), sd, decode_flops, sgemm);
+    const double context = double(prompt) + double(steps + 1) / 2.0;
+    Json jd = rate(double(B * steps), td, forward_flops_per_token(cfg, context), ceil);
+    const double bytes = decode_bytes_per_step(cfg, double(B), context);
+    const double gbps = bytes * double(steps) / td.median * 1e-9;
     jd["batch"] = B;
     jd["context"] = Json::array({prompt + 1, prompt + steps});
+    jd["bytes_per_step"] = round_dec(bytes, 0);
+    jd["gbytes_per_s"] = round_dec(gbps, 2);
+    jd["ratio_to_copy_bandwidth"] = round_dec(gbps / ceil.copy_gbps, 4);
     decode.push_back(jd);
   }
   doc["prefill"] = prefill;

@@ -68,10 +68,11 @@ void add_bench_commands(CLI::App& app, Runner& run) {
   };
   auto margs = std::make_shared<ModelArgs>();
   CLI::App* mod = bench->add_subcommand("model", "Training, prefill and decode tokens/s of a model preset");
-  mod->add_option("--arch", margs->options.arch, "model_type (llama, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral, olmoe)")
-      ->required();
-  mod->add_option("--preset", margs->options.preset, "Model preset: tiny or small");
-  mod->add_option("--device", margs->options.device, "Backend (cpu)");
+  mod->add_option("--arch", margs->options.arch, "model_type (llama, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral, olmoe)");
+  mod->add_option("--preset", margs->options.preset,
+                  "Model preset: tiny, small or gpu (Qwen3-MoE-like, ~2B parameters, for one 80 GB GPU)");
+  mod->add_option("--config", margs->options.config, "A config.json (or its folder) instead of --arch/--preset");
+  mod->add_option("--device", margs->options.device, "Backend: auto, cpu, cuda or cuda:N");
   mod->add_option("--train-tokens", margs->options.train_tokens, "Tokens of the packed training batch")
       ->check(CLI::PositiveNumber);
   mod->add_option("--seq-len", margs->options.seq_len, "Sequence length in the training batch")
@@ -82,8 +83,13 @@ void add_bench_commands(CLI::App& app, Runner& run) {
   mod->add_option("--batches", margs->options.batches, "Prefill/decode batch sizes")->check(CLI::PositiveNumber);
   mod->add_option("--min-seconds", margs->options.min_seconds, "Time each case for at least this long")
       ->check(CLI::PositiveNumber);
+  mod->add_option("--repeats", margs->options.repeats, "Timed runs per case at least (median reported)")
+      ->check(CLI::PositiveNumber);
   mod->add_option("--threads", margs->options.threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   mod->add_flag("--quick", margs->options.quick, "Small sizes, batches 1 and 8 (a smoke run)");
+  mod->add_flag("--dry-run", margs->options.dry_run, "Print the config and memory plan only");
+  mod->add_option("--save-config", margs->options.save_config,
+                  "Also write the model's config.json into this folder (for bench/torch_baseline.py)");
   mod->add_option("--out", margs->out, "Write the JSON here instead of stdout");
   mod->callback([&run, margs] {
     run = [margs] { return write_output(run_bench_model(margs->options), margs->out); };
