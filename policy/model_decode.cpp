@@ -98,7 +98,9 @@ void Model::Impl::extend(KvCache& cache, std::span<const int64_t> seq_ids, Tenso
     meta[size_t(o_len + b)] = int32_t(start[size_t(b)] + n);
     meta[size_t(o_last + b)] = int32_t(t - 1);
     const std::vector<int32_t>& blocks = cache.blocks(id);
-    std::copy(blocks.begin(), blocks.end(), meta.begin() + o_bt + b * max_blocks);
+    // Only the blocks covering this call's positions: a sequence may hold blocks reserved ahead.
+    const size_t n_copy = std::min(blocks.size(), size_t(max_blocks));
+    std::copy(blocks.begin(), blocks.begin() + ptrdiff_t(n_copy), meta.begin() + o_bt + b * max_blocks);
   }
   const size_t meta_bytes = meta.size() * sizeof(int32_t);
   if (meta_buf.size() < meta_bytes) meta_buf = Buffer(ops.allocator(), std::max(meta_bytes, meta_buf.size() * 2));

@@ -252,6 +252,11 @@ TEST(ModelKvCache, TruncateAndRedecode) {
   EXPECT_EQ(cache.length(id[0]), 9);
   EXPECT_EQ(cache.free_blocks(), 5);
   EXPECT_EQ(decode_rest(), first);
+  // Blocks reserved ahead of the positions a call covers (4 blocks held, 3 needed) are not
+  // part of that call's block table (they once overflowed it).
+  cache.truncate(id[0], 9);
+  cache.reserve(id[0], 7);
+  EXPECT_EQ(decode_rest(), first);
   EXPECT_THROW(cache.truncate(id[0], 14), Error);
 }
 
