@@ -4,6 +4,7 @@
 #include <string>
 
 #include "bench/bench.h"
+#include "bench/bench_rollout.h"
 #include "cli/commands.h"
 #include "core/error.h"
 
@@ -93,6 +94,34 @@ void add_bench_commands(CLI::App& app, Runner& run) {
   mod->add_option("--out", margs->out, "Write the JSON here instead of stdout");
   mod->callback([&run, margs] {
     run = [margs] { return write_output(run_bench_model(margs->options), margs->out); };
+  });
+
+  struct RolloutArgs {
+    BenchRolloutOptions options;
+    std::string out;
+  };
+  auto rargs = std::make_shared<RolloutArgs>();
+  BenchRolloutOptions& ro = rargs->options;
+  CLI::App* roll = bench->add_subcommand(
+      "rollout", "Generation engine tokens/s by group size and batch, prefix sharing next to none");
+  roll->add_option("--model", ro.model, "A Hugging Face model folder (or a random model: --arch / --config)");
+  roll->add_option("--arch", ro.arch, "model_type of a random-weight preset (llama, qwen2, qwen3, qwen2_moe, ...)");
+  roll->add_option("--preset", ro.preset, "With --arch: tiny or small");
+  roll->add_option("--config", ro.config, "A config.json (or its folder): a random model of that shape");
+  roll->add_option("--device", ro.device, "Backend: auto, cpu, cuda or cuda:N");
+  roll->add_option("--prompt-tokens", ro.prompt_tokens, "Tokens per prompt (default 64)")->check(CLI::PositiveNumber);
+  roll->add_option("--max-tokens", ro.max_tokens, "New tokens per sample (default 16)")->check(CLI::PositiveNumber);
+  roll->add_option("--kv-memory", ro.kv_memory, "KV cache bytes, e.g. 256MiB (default: the engine's)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::PositiveNumber);
+  roll->add_option("--max-batch", ro.max_batch, "Sequences decoded per engine step at most")->check(CLI::PositiveNumber);
+  roll->add_option("--groups", ro.groups, "Group sizes G (samples per prompt)")->check(CLI::PositiveNumber);
+  roll->add_option("--seed", ro.seed, "Seed of the weights, prompts and sampling");
+  roll->add_option("--threads", ro.threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  roll->add_flag("--quick", ro.quick, "Prompts of 16 tokens, 8 new tokens, batches up to 2 groups (a smoke run)");
+  roll->add_option("--out", rargs->out, "Write the JSON here instead of stdout");
+  roll->callback([&run, rargs] {
+    run = [rargs] { return write_output(run_bench_rollout(rargs->options), rargs->out); };
   });
 }
 

@@ -21,4 +21,10 @@ void add_reward_commands(CLI::App& app, Runner& run);
 // `grpo model init|info ...`
 void add_model_commands(CLI::App& app, Runner& run);
 
+// `grpo rollout serve ...` (says the build has no services without GRPO_SERVICES)
+void add_rollout_commands(CLI::App& app, Runner& run);
+
+// `grpo generate --model DIR --prompt TEXT [--n K] [--seed S] ...`
+void add_generate_command(CLI::App& app, Runner& run);
+
 }  // namespace grpo::cli

@@ -71,6 +71,9 @@ struct Request {
   uint64_t id = 0;              // the caller's, echoed in GroupResult
   std::vector<int32_t> prompt;  // token ids, at least one
   SamplingOptions sampling;
+  // Optional: called on the engine loop's thread with each newly sampled token (not again when
+  // a preempted sample's tokens are recomputed), e.g. to stream text to a terminal.
+  std::function<void(int64_t sample, int32_t token)> on_token;
 };
 
 struct Sample {

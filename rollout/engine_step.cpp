@@ -93,6 +93,7 @@ void Engine::Impl::append(Seq* s, int32_t token, float logprob) {
   s->logprobs.push_back(logprob);
   s->sampled_step = steps_run;
   ++loop_stats.generated_tokens;
+  if (s->group->req.on_token) s->group->req.on_token(s->sample, token);
   const SamplingOptions& o = s->group->req.sampling;
   if (std::find(o.stop_token_ids.begin(), o.stop_token_ids.end(), token) != o.stop_token_ids.end())
     return finish(s, FinishReason::stop);

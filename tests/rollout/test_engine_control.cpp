@@ -60,6 +60,24 @@ TEST(EngineStops, StopTokenEndsTheSampleWithTheTokenIncluded) {
   EXPECT_EQ(std::count(s0.tokens.begin(), s0.tokens.end(), free_run.tokens[4]), 1);
 }
 
+// on_token sees each sample's tokens once, in order, also when a tiny KV budget preempts and
+// recomputes samples.
+TEST(EngineStream, OnTokenSeesEveryTokenOnceInOrder) {
+  auto ops = make_cpu_ops();
+  auto model = make_test_model(*ops, "llama", 23);
+  Request r = simple_request(3, 4, 20, 9);
+  std::map<int64_t, std::vector<int32_t>> seen;
+  r.on_token = [&](int64_t sample, int32_t token) { seen[sample].push_back(token); };
+  EngineConfig cfg = test_engine_config(4, 8);
+  // 4 samples of 7 + 20 tokens need 4 x 7 blocks of 4; 12 blocks force preemption.
+  cfg.kv_memory_bytes = int64_t(KvCache::bytes_needed(model->config(), KvCacheConfig{1, cfg.block_size})) * 12;
+  Engine engine(*model, cfg);
+  const GroupResult got = engine.generate({r})[0];
+  EXPECT_GT(engine.stats().preemptions, 0) << "the KV budget should force preemption";
+  ASSERT_EQ(seen.size(), got.samples.size());
+  for (size_t i = 0; i < got.samples.size(); ++i) EXPECT_EQ(seen[int64_t(i)], got.samples[i].tokens) << "sample " << i;
+}
+
 TEST(EngineStops, StopStringEndsTheSample) {
   auto ops = make_cpu_ops();
   auto model = make_test_model(*ops, "llama", 22);
