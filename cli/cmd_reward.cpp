@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "learner/datasets.h"
 #include "rewards/builtin.h"
 #include "rewards/combine.h"
 #include "rewards/plugin.h"
@@ -61,6 +62,7 @@ struct Rewards {
 std::unique_ptr<Rewards> load_rewards(const CheckerArgs& args) {
   auto out = std::make_unique<Rewards>();
   rewards::register_builtin_checkers(out->registry);
+  register_dataset_checkers(out->registry);  // "arithmetic" and "countdown" (learner/datasets.h)
 #ifdef GRPO_WITH_SERVICES
   rewards::register_remote_checker(out->registry);
 #endif

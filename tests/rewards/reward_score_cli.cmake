@@ -94,7 +94,7 @@ foreach(i RANGE ${last})
   list(APPEND found "${name}:${kind}")
 endforeach()
 foreach(expected format:checker math:checker code:checker keyword:checker length_penalty:checker
-                 strict_format:checker r1_keyword:task)
+                 strict_format:checker r1_keyword:task arithmetic:checker countdown:checker)
   if(NOT expected IN_LIST found)
     message(FATAL_ERROR "grpo reward list lacks ${expected}: ${found}")
   endif()
