@@ -1,5 +1,5 @@
 #include "rewards/service/client.h"
-#include "rewards/service/grpc_names.h"
+#include "rewards/service/grpc_util.h"
 
 #include <grpcpp/grpcpp.h>
 

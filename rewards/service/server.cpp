@@ -1,4 +1,5 @@
 #include "rewards/service/server.h"
+#include "rewards/service/grpc_util.h"
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -215,19 +216,19 @@ void RewardServer::shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
   impl_->serving = false;
-  if (impl_->server) {
-    if (auto* health = impl_->server->GetHealthCheckService()) health->Shutdown();
-    // Calls already accepted finish (up to the grace period); new ones are refused. gRPC's own
-    // graceful shutdown would also wait for idle client connections to go away, so it is
-    // asked for only once the handler is idle.
-    auto grace = std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(impl_->options.shutdown_grace_s));
-    auto until = SteadyClock::now() + grace;
-    while (impl_->handler->in_flight() > 0 && SteadyClock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));  // then cancels what is left
-    impl_->server->Wait();
-  }
+  if (impl_->server)
+    graceful_shutdown(*impl_->server, impl_->options.shutdown_grace_s, [this] { return int64_t(impl_->handler->in_flight()); });
   impl_->handler.reset();  // finishes whatever is still queued (cancelled calls skip quickly)
   if (impl_->http) impl_->http->stop();
+}
+
+void graceful_shutdown(grpc::Server& server, double grace_s, const std::function<int64_t()>& in_flight) {
+  if (auto* health = server.GetHealthCheckService()) health->Shutdown();
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(grace_s));
+  while (in_flight() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  server.Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));  // then cancels what is left
+  server.Wait();
 }
 
 }  // namespace grpo::rewards

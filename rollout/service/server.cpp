@@ -1,4 +1,5 @@
 #include "rollout/service/server.h"
+#include "rewards/service/grpc_util.h"
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -493,17 +494,11 @@ void RolloutServer::shutdown() {
   impl_->shut_down = true;
   impl_->serving = false;
   if (impl_->server) {
-    if (auto* health = impl_->server->GetHealthCheckService()) health->Shutdown();
-    // Generate calls already accepted finish (up to the grace period); new ones are refused.
-    // gRPC's own graceful shutdown would also wait for idle client connections, so it is
-    // asked for only once no generation is left; then it cancels what remains, and cancelled
-    // calls cancel their samples in the engine (which is still running).
-    auto grace = std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(impl_->options.shutdown_grace_s));
-    auto until = SteadyClock::now() + grace;
-    while (impl_->handler->generations_in_flight() > 0 && SteadyClock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
-    impl_->server->Wait();
+    // Generate calls already accepted finish (up to the grace period); new ones are refused;
+    // then gRPC cancels what remains, and cancelled calls cancel their samples in the engine
+    // (which is still running).
+    rewards::graceful_shutdown(*impl_->server, impl_->options.shutdown_grace_s,
+                               [this] { return int64_t(impl_->handler->generations_in_flight()); });
   }
   if (impl_->http) impl_->http->stop();
   impl_->handler.reset();  // stops the engine loop
