@@ -27,4 +27,10 @@ void add_rollout_commands(CLI::App& app, Runner& run);
 // `grpo generate --model DIR --prompt TEXT [--n K] [--seed S] ...`
 void add_generate_command(CLI::App& app, Runner& run);
 
+// `grpo eval --model DIR --data FILE [--n K] [--temperature T] ...`
+void add_eval_command(CLI::App& app, Runner& run);
+
+// `grpo sft CONFIG [--set KEY=VALUE] [--resume RUN_DIR]`
+void add_sft_command(CLI::App& app, Runner& run);
+
 }  // namespace grpo::cli
