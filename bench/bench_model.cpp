@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "bench/bench.h"
+#include "bench/bench_json.h"
 #include "core/buffer.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -292,25 +293,6 @@ Json rate(double tokens, const Timing& t, double flops_per_token, const Ceilings
   return j;
 }
 
-Json config_json(const ModelConfig& cfg) {
-  Json j;
-  j["model_type"] = cfg.model_type;
-  j["vocab_size"] = cfg.vocab_size;
-  j["hidden_size"] = cfg.hidden_size;
-  j["num_hidden_layers"] = cfg.num_hidden_layers;
-  j["num_attention_heads"] = cfg.num_attention_heads;
-  j["num_key_value_heads"] = cfg.num_key_value_heads;
-  j["head_dim"] = cfg.head_dim;
-  j["intermediate_size"] = cfg.intermediate_size;
-  if (cfg.is_moe()) {
-    j["num_experts"] = cfg.num_experts;
-    j["num_experts_per_tok"] = cfg.num_experts_per_tok;
-    j["moe_intermediate_size"] = cfg.moe_intermediate_size;
-    if (cfg.shared_expert_intermediate_size > 0) j["shared_expert_intermediate_size"] = cfg.shared_expert_intermediate_size;
-  }
-  j["tie_word_embeddings"] = cfg.tie_word_embeddings;
-  return j;
-}
 
 }  // namespace
 
@@ -355,7 +337,7 @@ std::string run_bench_model(const BenchModelOptions& o) {
   doc["bench"] = "model";
   doc["arch"] = cfg.model_type;
   doc["preset"] = o.config.empty() ? o.preset : "config:" + o.config;
-  doc["config"] = config_json(cfg);
+  doc["config"] = model_config_json(cfg);
   doc["params"] = {{"total", counts.total}, {"active_per_token", counts.active_per_token}};
   Json mem;
   mem["params"] = round_dec(state_bytes / kGiB, 3);

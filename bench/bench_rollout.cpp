@@ -12,6 +12,7 @@
 // the engine's first sampled token. Weights are random unless --model is given (speed does
 // not depend on them beyond MoE routing, which random weights spread over the experts).
 #include "bench/bench_rollout.h"
+#include "bench/bench_json.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -102,17 +103,7 @@ double ratio(double a, double b) { return b > 0 ? round_dec(a / b, 4) : 0.0; }
 
 Json config_json(const ModelConfig& cfg) {
   const ModelParamCounts n = count_model_params(cfg);
-  Json j;
-  j["model_type"] = cfg.model_type;
-  j["vocab_size"] = cfg.vocab_size;
-  j["hidden_size"] = cfg.hidden_size;
-  j["num_hidden_layers"] = cfg.num_hidden_layers;
-  j["num_attention_heads"] = cfg.num_attention_heads;
-  j["num_key_value_heads"] = cfg.num_key_value_heads;
-  if (cfg.is_moe()) {
-    j["num_experts"] = cfg.num_experts;
-    j["num_experts_per_tok"] = cfg.num_experts_per_tok;
-  }
+  Json j = model_config_json(cfg);
   j["params"] = {{"total", n.total}, {"active_per_token", n.active_per_token}};
   return j;
 }
