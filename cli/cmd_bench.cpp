@@ -4,6 +4,7 @@
 #include <string>
 
 #include "bench/bench.h"
+#include "bench/bench_learner.h"
 #include "bench/bench_rollout.h"
 #include "cli/commands.h"
 #include "core/error.h"
@@ -122,6 +123,33 @@ void add_bench_commands(CLI::App& app, Runner& run) {
   roll->add_option("--out", rargs->out, "Write the JSON here instead of stdout");
   roll->callback([&run, rargs] {
     run = [rargs] { return write_output(run_bench_rollout(rargs->options), rargs->out); };
+  });
+
+  struct LearnerArgs {
+    BenchLearnerOptions options;
+    std::string out;
+  };
+  auto largs = std::make_shared<LearnerArgs>();
+  BenchLearnerOptions& lo = largs->options;
+  CLI::App* learn = bench->add_subcommand("learner", "GRPO learning step tokens/s, split by phase");
+  learn->add_option("--model", lo.model, "A Hugging Face model folder (or a random model: --arch)");
+  learn->add_option("--arch", lo.arch, "model_type of a random-weight preset (llama, qwen2, qwen3, qwen2_moe, ...)");
+  learn->add_option("--preset", lo.preset, "With --arch: tiny or small");
+  learn->add_option("--device", lo.device, "Backend: auto, cpu, cuda or cuda:N");
+  learn->add_option("--prompts", lo.prompts, "Groups in the batch")->check(CLI::PositiveNumber);
+  learn->add_option("--group-size", lo.group_size, "Completions per prompt (G)")->check(CLI::PositiveNumber);
+  learn->add_option("--prompt-tokens", lo.prompt_tokens, "Tokens per prompt")->check(CLI::PositiveNumber);
+  learn->add_option("--completion-tokens", lo.completion_tokens, "Tokens per completion")->check(CLI::PositiveNumber);
+  learn->add_option("--beta", lo.beta, "KL coefficient (0: no reference pass)")->check(CLI::NonNegativeNumber);
+  learn->add_option("--micro-batch-tokens", lo.micro_batch_tokens, "Token budget of one forward/backward")
+      ->check(CLI::PositiveNumber);
+  learn->add_option("--repeats", lo.repeats, "Timed steps after one warm-up")->check(CLI::PositiveNumber);
+  learn->add_option("--seed", lo.seed, "Seed of the weights and the synthetic batch");
+  learn->add_option("--threads", lo.threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  learn->add_flag("--quick", lo.quick, "2 groups of 4, 16 + 16 tokens, one timed step (a smoke run)");
+  learn->add_option("--out", largs->out, "Write the JSON here instead of stdout");
+  learn->callback([&run, largs] {
+    run = [largs] { return write_output(run_bench_learner(largs->options), largs->out); };
   });
 }
 
