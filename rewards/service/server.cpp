@@ -179,18 +179,8 @@ RewardServer::RewardServer(RewardSet& rewards, const RewardServerOptions& option
   impl_->handler = std::make_unique<RewardHandler>(rewards, options.handler, &impl_->metrics);
   impl_->service = std::make_unique<Service>(*impl_->handler, impl_->metrics, options.auth_token, impl_->serving);
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  int selected_port = 0;
-  builder.AddListeningPort(options.listen, credentials, &selected_port);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
-  builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
-  builder.RegisterService(impl_->service.get());
-  impl_->server = builder.BuildAndStart();
-  GRPO_CHECK(impl_->server && selected_port > 0,
-             "--listen " << options.listen << ": cannot listen (address in use, or not an address of this machine?)");
-  bool v6 = host.find(':') != std::string::npos;
-  impl_->address = (v6 ? "[" + host + "]" : host) + ":" + std::to_string(selected_port);
+  impl_->server = start_grpc_server(impl_->service.get(), options.listen, host, credentials,
+                                           options.max_message_bytes, impl_->address);
 
   if (!options.metrics_listen.empty()) {
     Impl* impl = impl_.get();
@@ -229,6 +219,24 @@ void graceful_shutdown(grpc::Server& server, double grace_s, const std::function
   while (in_flight() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   server.Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));  // then cancels what is left
   server.Wait();
+}
+
+std::unique_ptr<grpc::Server> start_grpc_server(grpc::Service* service, const std::string& listen, const std::string& host,
+                                                std::shared_ptr<grpc::ServerCredentials> credentials,
+                                                int64_t max_message_bytes, std::string& address) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int selected_port = 0;
+  builder.AddListeningPort(listen, std::move(credentials), &selected_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  GRPO_CHECK(server && selected_port > 0,
+             "--listen " << listen << ": cannot listen (address in use, or not an address of this machine?)");
+  const bool v6 = host.find(':') != std::string::npos;
+  address = (v6 ? "[" + host + "]" : host) + ":" + std::to_string(selected_port);
+  return server;
 }
 
 }  // namespace grpo::rewards

@@ -455,18 +455,8 @@ RolloutServer::RolloutServer(Engine& engine, const Tokenizer* tokenizer, const R
                                                     impl_->serving, options.device_description,
                                                     cfg.num_moe_layers(), cfg.num_experts_per_tok});
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  int selected_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
-  builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
-  builder.RegisterService(impl_->service.get());
-  impl_->server = builder.BuildAndStart();
-  GRPO_CHECK(impl_->server && selected_port > 0,
-             "--listen " << options.listen << ": cannot listen (address in use, or not an address of this machine?)");
-  bool v6 = host.find(':') != std::string::npos;
-  impl_->address = (v6 ? "[" + host + "]" : host) + ":" + std::to_string(selected_port);
+  impl_->server = rewards::start_grpc_server(impl_->service.get(), options.listen, host, grpc::InsecureServerCredentials(),
+                                                    options.max_message_bytes, impl_->address);
 
   if (!options.metrics_listen.empty()) {
     Impl* impl = impl_.get();
