@@ -31,7 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct EvalArgs {
-  std::string model, data, format = "raw", checker, device = "auto", json;
+  std::string model, data, format = "raw", template_text = "{prompt}", checker, device = "auto", json;
   EvalOptions opt;
   int64_t max_batch = 64;
 };
@@ -48,7 +48,7 @@ int run_eval_command(const EvalArgs& a) {
   const Tokenizer tok = Tokenizer::from_dir(a.model);
   PromptFormatOptions fo;
   fo.format = a.format;
-  if (a.format == "raw") fo.template_text = "{prompt}";
+  if (a.format == "raw") fo.template_text = a.template_text;
   const PromptFormat format = PromptFormat::create(fo, tok.special_tokens());
 
   // KV memory for a full batch of the longest prompt plus --max-tokens (preemption covers the
@@ -106,6 +106,7 @@ void add_eval_command(CLI::App& app, Runner& run) {
   cmd->add_option("--max-tokens", a->opt.max_tokens, "New tokens per completion at most")->check(at_least(1));
   cmd->add_option("--format", a->format, "Prompt format: raw (the text as given), r1_zero, chatml or deepseek_v3")
       ->check(CLI::IsMember({"raw", "r1_zero", "chatml", "deepseek_v3"}));
+  cmd->add_option("--template", a->template_text, "The raw format's template, with {prompt} where the task text goes (use the one the model was trained with)");
   cmd->add_option("--checker", a->checker, "Score every problem with this checker (default: each record's \"checker\")");
   cmd->add_option("--threshold", a->opt.correct_threshold, "A sample is correct when its reward >= this");
   cmd->add_option("--device", a->device, "Backend: auto, cpu, cuda or cuda:N");

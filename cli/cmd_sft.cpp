@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/serve_util.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "learner/sft.h"
@@ -21,22 +22,6 @@ struct SftArgs {
   std::string config, resume;
   std::vector<std::string> sets;
 };
-
-// KEY=VALUE with a dotted key; VALUE is JSON when it parses as JSON, else a string.
-void apply_set(nlohmann::json& root, const std::string& kv) {
-  const size_t eq = kv.find('=');
-  GRPO_CHECK(eq != std::string::npos && eq > 0, "--set " << kv << ": expected KEY=VALUE");
-  const std::string key = kv.substr(0, eq), text = kv.substr(eq + 1);
-  nlohmann::json value = nlohmann::json::parse(text, nullptr, false);
-  if (value.is_discarded()) value = text;
-  nlohmann::json* node = &root;
-  size_t start = 0;
-  for (size_t dot; (dot = key.find('.', start)) != std::string::npos; start = dot + 1) {
-    node = &(*node)[key.substr(start, dot - start)];
-    GRPO_CHECK(node->is_null() || node->is_object(), "--set " << key << ": " << key.substr(0, dot) << " is not an object");
-  }
-  (*node)[key.substr(start)] = value;
-}
 
 int run_sft(const SftArgs& a) {
   GRPO_CHECK(!a.config.empty() || !a.resume.empty(), "grpo sft: give a CONFIG file or --resume RUN_DIR");

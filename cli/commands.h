@@ -33,4 +33,10 @@ void add_eval_command(CLI::App& app, Runner& run);
 // `grpo sft CONFIG [--set KEY=VALUE] [--resume RUN_DIR]`
 void add_sft_command(CLI::App& app, Runner& run);
 
+// `grpo report RUN_DIR [--out FILE] [--max-sample-steps N]`
+void add_report_command(CLI::App& app, Runner& run);
+
+// `grpo train CONFIG [--set KEY=VALUE] [--resume RUN_DIR]`
+void add_train_command(CLI::App& app, Runner& run);
+
 }  // namespace grpo::cli

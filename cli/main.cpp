@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
   grpo::cli::add_generate_command(app, run);
   grpo::cli::add_eval_command(app, run);
   grpo::cli::add_sft_command(app, run);
+  grpo::cli::add_train_command(app, run);
+  grpo::cli::add_report_command(app, run);
 
   if (std::string bad = unknown_subcommand(app, argc, argv); !bad.empty()) {
     std::fprintf(stderr, "grpo: error: %s\n", bad.c_str());

@@ -12,6 +12,22 @@
 
 namespace grpo::cli {
 
+void apply_set(nlohmann::json& root, const std::string& kv) {
+  const size_t eq = kv.find('=');
+  GRPO_CHECK(eq != std::string::npos && eq > 0, "--set " << kv << ": expected KEY=VALUE");
+  const std::string key = kv.substr(0, eq), text = kv.substr(eq + 1);
+  nlohmann::json value = nlohmann::json::parse(text, nullptr, false);
+  if (value.is_discarded()) value = text;
+  nlohmann::json* node = &root;
+  size_t start = 0;
+  for (size_t dot; (dot = key.find('.', start)) != std::string::npos; start = dot + 1) {
+    node = &(*node)[key.substr(start, dot - start)];
+    GRPO_CHECK(node->is_null() || node->is_object(), "--set " << key << ": " << key.substr(0, dot) << " is not an object");
+  }
+  (*node)[key.substr(start)] = value;
+}
+
+
 std::string read_token_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   GRPO_CHECK(in.good(), "--auth-token-file " << path << ": cannot open file");
@@ -42,12 +58,19 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
+void wake_stop_waiter() {
+  unsigned char byte = 0;
+  ssize_t ignored = write(g_signal_pipe[1], &byte, 1);
+  (void)ignored;
+}
+
 int wait_for_stop_signal() {
   unsigned char byte = SIGTERM;
   for (;;) {
     ssize_t n = read(g_signal_pipe[0], &byte, 1);
     if (n == 1 || n == 0 || (n < 0 && errno != EINTR)) break;
   }
+  if (byte == 0) return 0;  // woken, not signalled: the handlers stay
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   return byte;

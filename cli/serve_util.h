@@ -1,10 +1,15 @@
-// Shared by the `serve` subcommands (reward, rollout): the bearer token file and a clean stop
-// on SIGINT/SIGTERM.
+// Shared by several subcommands: `--set KEY=VALUE` of the run-config commands (sft, train), the
+// bearer token file of the services and a clean stop on SIGINT/SIGTERM.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace grpo::cli {
+
+// `--set KEY=VALUE` of the run-config commands (sft, train): a dotted KEY into `root`; VALUE is
+// JSON when it parses as JSON, else a string.
+void apply_set(nlohmann::json& root, const std::string& kv);
 
 // The token in `path` (trailing newline/spaces dropped); a missing or empty file, or a token
 // with whitespace, is an error naming --auth-token-file.
@@ -16,5 +21,7 @@ std::string read_token_file(const std::string& path);
 // one arrives and returns it; a second signal during the graceful shutdown ends the process.
 void install_stop_handlers();
 int wait_for_stop_signal();
+// Makes a thread blocked in wait_for_stop_signal() return 0 (no signal), e.g. at normal exit.
+void wake_stop_waiter();
 
 }  // namespace grpo::cli

@@ -429,8 +429,11 @@ const ArithmeticLevel& arithmetic_level(int level) {
   return kLevels[level - 1];
 }
 
-ArithmeticItem arithmetic_item(uint64_t seed, uint64_t index, int level) {
-  const ArithmeticLevel& spec = arithmetic_level(level);
+ArithmeticItem arithmetic_item(uint64_t seed, uint64_t index, int level, int64_t max_operand) {
+  ArithmeticLevel spec = arithmetic_level(level);
+  GRPO_CHECK(max_operand >= 0 && (max_operand == 0 || max_operand >= 4),
+             "arithmetic: max_operand must be 0 (the level's) or >= 4, got " << max_operand);
+  if (max_operand > 0) spec.max_operand = max_operand;
   Draw d(seed, index, uint64_t(level) << 32);  // the levels of one index draw independently
   Expression e;
   auto leaf = [&] { return d.uniform(1, spec.max_operand); };
@@ -540,6 +543,9 @@ DatasetSpec parse_dataset_spec(ConfigNode& node) {
     GRPO_CHECK(s.max_level >= s.min_level && s.max_level <= kArithmeticMaxLevel,
                node.key_path("max_level") << " must be in [min_level, " << kArithmeticMaxLevel << "], got "
                                           << s.max_level);
+    s.max_operand = node.get<int64_t>("max_operand", s.max_operand);
+    GRPO_CHECK(s.max_operand == 0 || (s.max_operand >= 4 && s.max_operand <= 1000),
+               node.key_path("max_operand") << " must be 0 (the level's range) or in [4, 1000], got " << s.max_operand);
   } else {
     CountdownOptions& c = s.countdown;
     c.min_numbers = node.get<int>("min_numbers", c.min_numbers);
@@ -566,7 +572,7 @@ std::vector<DatasetRecord> generate_dataset(const DatasetSpec& spec) {
       GRPO_CHECK(spec.max_level >= spec.min_level, "dataset: max_level " << spec.max_level << " < min_level "
                                                                           << spec.min_level);
       const int level = spec.min_level + int(i % uint64_t(spec.max_level - spec.min_level + 1));
-      ArithmeticItem item = arithmetic_item(spec.seed, i, level);
+      ArithmeticItem item = arithmetic_item(spec.seed, i, level, spec.max_operand);
       r.prompt = item.prompt;
       r.reference = std::to_string(item.answer);
       r.level = level;
@@ -661,6 +667,14 @@ std::vector<DatasetRecord> read_dataset_jsonl(const std::string& path) {
   }
   GRPO_CHECK(!in.bad(), "dataset: reading " << path << " failed");
   return out;
+}
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+  PhiloxStream rng(seed, uint64_t(epoch));
+  for (int64_t i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[rng.next_u32() % uint64_t(i + 1)]);
+  return order;
 }
 
 }  // namespace grpo

@@ -124,7 +124,9 @@ struct ArithmeticItem {
   int level = 1;
 };
 
-ArithmeticItem arithmetic_item(uint64_t seed, uint64_t index, int level);
+// max_operand > 0 replaces the level's operand range [1, max_operand] (easier or harder
+// variants of a level's shape; >= 4 so that exact divisions exist).
+ArithmeticItem arithmetic_item(uint64_t seed, uint64_t index, int level, int64_t max_operand = 0);
 
 // The SFT completion of an expression (parsed with parse_expression; must evaluate with exact
 // divisions only, else grpo::Error).
@@ -165,11 +167,12 @@ struct DatasetSpec {
   uint64_t first_index = 0;         // items first_index .. first_index + count - 1
   int64_t count = 1000;
   int min_level = 1, max_level = 3;  // arithmetic: item i has level min + i % (max - min + 1)
+  int64_t max_operand = 0;          // arithmetic: operands in [1, max_operand] (0: the level's range)
   CountdownOptions countdown;
   bool completions = false;         // add the SFT traces
 };
 
-// Reads {"name", "seed", "first_index", "count", "min_level", "max_level", "min_numbers",
+// Reads {"name", "seed", "first_index", "count", "min_level", "max_level", "max_operand", "min_numbers",
 // "max_numbers", "max_number", "max_target", "completions"} strictly (countdown keys only for
 // countdown, levels only for arithmetic).
 DatasetSpec parse_dataset_spec(ConfigNode& node);
@@ -189,6 +192,10 @@ void write_dataset_jsonl(const std::string& path, const std::vector<DatasetRecor
 // Strict: unknown keys, missing "prompt" and wrong types are errors naming FILE:LINE; blank
 // lines are skipped; an object "reference" is kept as its JSON text.
 std::vector<DatasetRecord> read_dataset_jsonl(const std::string& path);
+
+// The order of epoch `epoch` over n items: Fisher-Yates over Philox stream `epoch` under key
+// `seed` (SFT batches and `grpo train` prompts).
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 
 // ---- checkers (dataset_checkers.cpp)
 

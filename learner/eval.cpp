@@ -43,8 +43,9 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
-// splitmix64: a different Philox key for every problem of one seed.
-uint64_t mix(uint64_t seed, uint64_t index) {
+}  // namespace
+
+uint64_t mix_seed(uint64_t seed, uint64_t index) {
   uint64_t z = seed + 0x9E3779B97F4A7C15ull * (index + 1);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -58,9 +59,9 @@ std::string completion_text(const Tokenizer& tok, const std::vector<int32_t>& id
   return tok.decode(known, /*skip_special=*/true);
 }
 
-}  // namespace
+std::vector<EvalProblem> read_eval_jsonl(const std::string& path) { return read_eval_jsonl(path, {}); }
 
-std::vector<EvalProblem> read_eval_jsonl(const std::string& path) {
+std::vector<EvalProblem> read_eval_jsonl(const std::string& path, const EvalFieldNames& f) {
   std::ifstream in(path);
   GRPO_CHECK(in, path << ": cannot open the file");
   std::vector<EvalProblem> out;
@@ -76,13 +77,13 @@ std::vector<EvalProblem> read_eval_jsonl(const std::string& path) {
     }
     GRPO_CHECK(j.is_object(), where << ": expected a JSON object");
     EvalProblem p;
-    GRPO_CHECK(j.contains("prompt") && j["prompt"].is_string(), where << ": \"prompt\" must be a string");
-    p.prompt = j["prompt"].get<std::string>();
-    GRPO_CHECK(j.contains("reference") && !j["reference"].is_null(), where << ": \"reference\" is missing");
-    p.reference = j["reference"].is_string() ? j["reference"].get<std::string>() : j["reference"].dump();
-    if (j.contains("checker")) {
-      GRPO_CHECK(j["checker"].is_string(), where << ": \"checker\" must be a string");
-      p.checker = j["checker"].get<std::string>();
+    GRPO_CHECK(j.contains(f.prompt) && j[f.prompt].is_string(), where << ": \"" << f.prompt << "\" must be a string");
+    p.prompt = j[f.prompt].get<std::string>();
+    GRPO_CHECK(j.contains(f.reference) && !j[f.reference].is_null(), where << ": \"" << f.reference << "\" is missing");
+    p.reference = j[f.reference].is_string() ? j[f.reference].get<std::string>() : j[f.reference].dump();
+    if (j.contains(f.checker)) {
+      GRPO_CHECK(j[f.checker].is_string(), where << ": \"" << f.checker << "\" must be a string");
+      p.checker = j[f.checker].get<std::string>();
     }
     if (!j.contains("id"))
       p.id = std::to_string(out.size());
@@ -101,7 +102,11 @@ std::vector<EvalProblem> read_eval_jsonl(const std::string& path) {
 std::vector<EvalProblem> load_eval_data(const std::string& spec) {
   const std::vector<std::string> parts = split(spec, ':');
   DatasetSpec ds;
-  if (parts[0] == "arithmetic" && parts.size() == 3) {
+  if (!spec.empty() && spec.front() == '{') {
+    ConfigNode node = ConfigNode::from_string(spec, "--data");
+    ds = parse_dataset_spec(node);
+    node.finish();
+  } else if (parts[0] == "arithmetic" && parts.size() == 3) {
     ds.name = "arithmetic";
     ds.min_level = ds.max_level = int(parse_count(parts[1], "--data arithmetic:LEVEL", 1, kArithmeticMaxLevel));
     ds.count = parse_count(parts[2], "--data arithmetic:LEVEL:COUNT", 1, 1000000);
@@ -208,7 +213,7 @@ EvalResult run_eval(rollout::Engine& engine, const Tokenizer& tokenizer, const P
     r.sampling.top_p = o.top_p;
     r.sampling.max_new_tokens = o.max_tokens;
     r.sampling.n = o.n;
-    r.sampling.seed = mix(o.seed, i);
+    r.sampling.seed = mix_seed(o.seed, i);
     r.sampling.stop_token_ids = stop;
     engine.validate(r);
     requests.push_back(std::move(r));

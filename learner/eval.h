@@ -40,9 +40,15 @@ struct EvalProblem {
 // "reference" (string or any JSON value) and optionally "checker" (string) and "id" (number or
 // string); other keys are ignored, blank lines skipped. Errors name FILE:LINE.
 std::vector<EvalProblem> read_eval_jsonl(const std::string& path);
+// The same with other field names (a training config's "prompt_key", ...).
+struct EvalFieldNames {
+  std::string prompt = "prompt", reference = "reference", checker = "checker";
+};
+std::vector<EvalProblem> read_eval_jsonl(const std::string& path, const EvalFieldNames& fields);
 
 // `spec` is a JSONL path, or a built-in dataset: "arithmetic:LEVEL:COUNT" or
-// "countdown:COUNT" (items 0 .. COUNT-1 of seed 0, learner/datasets.h).
+// "countdown:COUNT" (items 0 .. COUNT-1 of seed 0, learner/datasets.h), or a dataset spec
+// object as JSON text ('{"name": "arithmetic", "seed": 1, "first_index": 100000, ...}').
 std::vector<EvalProblem> load_eval_data(const std::string& spec);
 
 struct EvalOptions {
@@ -76,6 +82,13 @@ struct EvalResult {
   double mean_length = 0;
   std::vector<EvalProblemResult> problems;
 };
+
+// splitmix64 of (seed, index): a different Philox key for every problem (or step) of one seed.
+uint64_t mix_seed(uint64_t seed, uint64_t index);
+
+// The text a checker scores: the ids decoded without special tokens (and without ids the
+// tokenizer lacks).
+std::string completion_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids);
 
 // Unbiased pass@k for one problem: 1 - C(n - c, k) / C(n, k), as the product
 // 1 - prod_{i = n-c+1}^{n} (1 - k / i) (no large binomials). Throws unless 1 <= k <= n and

@@ -72,15 +72,6 @@ std::vector<DatasetRecord> load_records(const SftData& d, const std::string& wha
   return records;
 }
 
-// The order of epoch `epoch`: Fisher-Yates over Philox stream `epoch` under key `seed`.
-std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
-  PhiloxStream rng(seed, uint64_t(epoch));
-  for (int64_t i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[rng.next_u32() % uint64_t(i + 1)]);
-  return order;
-}
-
 }  // namespace
 
 SftConfig parse_sft_config(ConfigNode& root) {
