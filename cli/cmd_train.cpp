@@ -6,6 +6,9 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <unistd.h>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -85,7 +88,7 @@ int run_train(const TrainArgs& a) {
               (long long)s.last_step, (long long)config.steps, s.seconds,
               s.last_step > s.first_step ? s.seconds / double(s.last_step - s.first_step) : 0.0,
               s.interrupted ? ", interrupted" : "");
-  if (s.last_step > s.first_step) std::printf("  train reward/mean  %s\n", points(s.reward_first, s.reward_last).c_str());
+  if (s.last_step > s.first_step) std::printf("  train reward/mean  %s (first vs last 10 steps)\n", points(s.reward_first, s.reward_last).c_str());
   if (s.eval_before >= 0 && s.eval_after >= 0)
     std::printf("  held-out pass@1    %s\n", points(s.eval_before, s.eval_after).c_str());
   else if (s.eval_after >= 0)
@@ -96,11 +99,102 @@ int run_train(const TrainArgs& a) {
   return s.interrupted ? 130 : 0;
 }
 
+// `grpo bench train`: the same run under the local and the colocated topology.
+struct BenchTrainArgs {
+  std::string config;
+  int64_t steps = 5;
+  std::vector<std::string> sets;
+};
+
+int run_bench_train(const BenchTrainArgs& a) {
+  namespace fs = std::filesystem;
+  GRPO_CHECK(a.steps >= 2, "--steps must be >= 2 (the first step is a warm-up), got " << a.steps);
+  const fs::path tmp = fs::temp_directory_path() / ("grpo-bench-train-" + std::to_string(::getpid()));
+  nlohmann::ordered_json out;
+  out["bench"] = "train";
+  out["config"] = a.config;
+  out["steps"] = a.steps;
+  out["measured_steps"] = a.steps - 1;
+  std::map<std::string, double> per_step;
+  for (const char* kind : {"local", "colocated"}) {
+    // The config with this run's changes, written beside the runs.
+    nlohmann::json raw = load_json_file(a.config);
+    GRPO_CHECK(raw.is_object(), a.config << ": expected a JSON object");
+    for (const std::string& set : a.sets) apply_set(raw, set);
+    raw.erase("eval");
+    if (raw.contains("topology") && raw["topology"].is_object())
+      for (const char* k : {"rollout_addresses", "reward_address", "token_file"}) raw["topology"].erase(k);
+    raw["topology"]["kind"] = kind;
+    raw["steps"] = a.steps;
+    raw["save_every"] = 0;
+    raw["run_dir"] = (tmp / kind).string();
+    fs::create_directories(tmp);
+    TrainArgs ta;
+    ta.config = (tmp / (std::string(kind) + ".json")).string();
+    std::ofstream(ta.config) << raw.dump(2);
+    train::TrainConfig config = load_train_config(ta);
+    fs::remove_all(config.run_dir);
+    std::fprintf(stderr, "bench train: %s, %lld steps\n", kind, (long long)a.steps);
+    {
+      train::Trainer trainer(config, {.quiet = true, .executable = "", .save_checkpoints = false});
+      trainer.start();
+    }
+    // Means over the steps after the first (warm-up: first allocations, first connections).
+    std::map<std::string, double> sum;
+    int64_t n = 0;
+    std::ifstream in(fs::path(config.run_dir) / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (!j.contains("reward/mean") || j["step"].get<int64_t>() < 2) continue;
+      ++n;
+      for (const char* k : {"time/step_s", "time/generate_s", "time/reward_s", "time/learn_s", "time/weight_sync_s",
+                             "tokens/generated", "tokens_per_s/step"})
+        sum[k] += j[k].get<double>();
+    }
+    GRPO_CHECK(n > 0, "bench train: no measured steps in " << config.run_dir);
+    nlohmann::ordered_json r;
+    r["seconds_per_step"] = sum["time/step_s"] / double(n);
+    r["generate_s"] = sum["time/generate_s"] / double(n);
+    r["reward_s"] = sum["time/reward_s"] / double(n);
+    r["learn_s"] = sum["time/learn_s"] / double(n);
+    r["weight_sync_s"] = sum["time/weight_sync_s"] / double(n);
+    r["generated_tokens_per_step"] = sum["tokens/generated"] / double(n);
+    r["tokens_per_s"] = sum["tokens_per_s/step"] / double(n);
+    if (std::string(kind) == "local") r["workers"] = config.topology.workers;
+    per_step[kind] = r["seconds_per_step"].get<double>();
+    out[kind] = r;
+    fs::remove_all(config.run_dir);
+  }
+  fs::remove_all(tmp);
+  // > 1: the process boundary (gRPC, serialisation, weight streaming) costs more than the
+  // workers' parallelism gains; < 1: the workers win.
+  out["local_over_colocated"] = per_step["local"] / per_step["colocated"];
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
 #endif
 
 }  // namespace
 
+void add_bench_train_command(CLI::App& app, Runner& run) {
+  CLI::App* bench = app.get_subcommand("bench");
+  auto a = std::make_shared<BenchTrainArgs>();
+  CLI::App* cmd = bench->add_subcommand("train", "Seconds per GRPO step and its time split, local against colocated");
+  cmd->add_option("--config", a->config, "Run config (JSON), e.g. configs/quickstart.json (its model must exist)")->required();
+  cmd->add_option("--steps", a->steps, "Steps per topology (the first is not measured)")->capture_default_str();
+  cmd->add_option("--set", a->sets, "Override a config key: KEY=VALUE");
+  cmd->callback([&run, a] {
+#ifdef GRPO_WITH_TRAINER
+    run = [a] { return run_bench_train(*a); };
+#else
+    run = []() -> int { GRPO_THROW("grpo bench train: this build has no gRPC services"); };
+#endif
+  });
+}
+
 void add_train_command(CLI::App& app, Runner& run) {
+  add_bench_train_command(app, run);
   auto a = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand("train", "GRPO training run: rollout workers, reward service, learner");
   cmd->add_option("config", a->config, "Run config (JSON); see configs/quickstart.json");

@@ -169,7 +169,7 @@ Json load_json_file(const std::string& file) {
   std::stringstream ss;
   ss << in.rdbuf();
   try {
-    return Json::parse(ss.str());
+    return Json::parse(ss.str(), nullptr, true, /*ignore_comments=*/true);
   } catch (const Json::parse_error& e) {
     GRPO_THROW(file << ": not valid JSON (byte " << e.byte << "): " << e.what());
   }

@@ -56,7 +56,9 @@ class ConfigNode {
   std::unique_ptr<Impl> impl_;
 };
 
-// Reads and parses a JSON file; errors name the file and the parse position.
+// Reads and parses a JSON file; errors name the file and the parse position. Files may carry
+// comments (// to the end of the line, /* ... */), which are ignored: run configs document
+// themselves (configs/qwen3-moe-gpu.json).
 nlohmann::json load_json_file(const std::string& file);
 
 // Levenshtein distance and the closest candidate within a sensible distance ("" if none).

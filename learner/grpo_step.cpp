@@ -246,6 +246,9 @@ GrpoStepMetrics GrpoStep::run(const std::vector<GrpoCompletion>& batch) {
 
   // ---- mu passes of mini-batch updates ------------------------------------------------------
   const bool want_entropy = obj.entropy_coef != 0;
+  // Without an entropy bonus the entropy is still measured (a metric), not differentiated.
+  const bool measure_entropy = !want_entropy && options_.measure_entropy;
+  double ent_measured = 0, ent_tokens = 0;
   const bool aux = options_.aux_loss_coef > 0;
   double clip_low_tok = 0, clip_high_tok = 0, ratio_tok = 0, approx_kl_tok = 0, tok = 0;
   for (int64_t pass = 0; pass < options_.mu; ++pass) {
@@ -259,17 +262,20 @@ GrpoStepMetrics GrpoStep::run(const std::vector<GrpoCompletion>& batch) {
         Staging st(policy_.ops().allocator());
         ForwardOptions fo;
         fo.with_grad = true;
-        fo.entropy = want_entropy;
+        fo.entropy = want_entropy || measure_entropy;
         fo.temperature = options_.temperature;
         fo.aux_loss = aux;
         if (replay) fo.replay_routing = st.put(m.replay, DType::i32, {L, T, K});
         ForwardOutputs out;
         out.logprob = st.make(DType::f32, {T}, size_t(T) * 4);
-        if (want_entropy) out.entropy = st.make(DType::f32, {T}, size_t(T) * 4);
+        if (fo.entropy) out.entropy = st.make(DType::f32, {T}, size_t(T) * 4);
         policy_.forward(device_batch(st, m), fo, out);
         std::vector<float> lp, entropy;
         st.get(lp, out.logprob);
-        if (want_entropy) st.get(entropy, out.entropy);
+        if (fo.entropy) st.get(entropy, out.entropy);
+        if (measure_entropy)
+          for (int64_t t = 0; t < T; ++t)
+            if (m.mask[size_t(t)]) ent_measured += entropy[size_t(t)], ent_tokens += 1;
 
         std::vector<double> adv(m.seqs.size());
         for (size_t s = 0; s < m.seqs.size(); ++s) adv[s] = met.advantages.advantage[size_t(m.seqs[s])];
@@ -320,6 +326,7 @@ GrpoStepMetrics GrpoStep::run(const std::vector<GrpoCompletion>& batch) {
   met.policy_loss /= steps;
   met.kl /= steps;
   met.entropy /= steps;
+  if (measure_entropy) met.entropy = ent_tokens > 0 ? ent_measured / ent_tokens : 0.0;
   met.grad_norm /= steps;
   if (tok > 0) {
     met.clip_frac_low = clip_low_tok / tok;

@@ -60,13 +60,17 @@ struct GrpoStepOptions {
   // Load-balancing loss coefficient (0: not computed). Each micro-batch's aux loss is a mean
   // over its own tokens; their gradients are scaled by 1 / (micro-batches of the mini-batch).
   double aux_loss_coef = 0.0;
+  // Compute each token's entropy for GrpoStepMetrics::entropy even without an entropy bonus
+  // (then the metric is the mean over the completion tokens, without a gradient).
+  bool measure_entropy = true;
 };
 
 // Throws grpo::Error naming the first bad field.
 void check_grpo_step_options(const GrpoStepOptions& options);
 
 struct GrpoStepMetrics {
-  // Means over the optimizer steps of the step (each a mini-batch's value).
+  // Means over the optimizer steps of the step (each a mini-batch's value); entropy without an
+  // entropy bonus (measure_entropy): the mean over every completion token of the step's passes.
   double loss = 0, policy_loss = 0, kl = 0, entropy = 0, grad_norm = 0;
   double clip_frac_low = 0, clip_frac_high = 0, ratio_mean = 0, approx_kl = 0;  // token-weighted
   double lr = 0;                       // the last optimizer step's

@@ -274,13 +274,21 @@ class LocalRollout : public PoolRollout {
  private:
   std::string log_path(int64_t i) const { return (fs::path(logs_) / ("rollout-" + std::to_string(i) + ".log")).string(); }
 
+  // topology.worker_device with "{i}" / "{i+1}" replaced by the worker's index (one GPU each).
+  std::string worker_device(int64_t i) const {
+    std::string d = config_.topology.worker_device.empty() ? config_.device : config_.topology.worker_device;
+    for (const auto& [mark, value] : {std::pair<std::string, int64_t>{"{i}", i}, {"{i+1}", i + 1}})
+      for (size_t at; (at = d.find(mark)) != std::string::npos;) d.replace(at, mark.size(), std::to_string(value));
+    return d;
+  }
+
   std::unique_ptr<ChildProcess> spawn(int64_t i) {
     const TopologyConfig& t = config_.topology;
     ChildOptions o;
     o.name = "rollout worker " + std::to_string(i);
     o.argv = {exe_, "rollout", "serve", "--model", config_.model, "--listen", "127.0.0.1:0",
               "--max-batch", std::to_string(t.worker_max_batch), "--kv-memory", std::to_string(t.worker_kv_memory),
-              "--device", t.worker_device.empty() ? config_.device : t.worker_device, "--shutdown-grace", "2"};
+              "--device", worker_device(i), "--shutdown-grace", "2"};
     o.log_path = log_path(i);
     if (t.worker_threads > 0) o.env.push_back("OMP_NUM_THREADS=" + std::to_string(t.worker_threads));
     return std::make_unique<ChildProcess>(o);

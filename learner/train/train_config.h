@@ -97,7 +97,7 @@ struct TopologyConfig {
   int64_t workers = 2;              // local: rollout worker processes
   int64_t worker_max_batch = 64;
   int64_t worker_kv_memory = int64_t(256) << 20;
-  std::string worker_device;        // "" = the run's device
+  std::string worker_device;        // "" = the run's device; "{i}" / "{i+1}" become the worker's index
   int64_t worker_threads = 0;       // OMP_NUM_THREADS of each local worker (0: inherit)
   std::vector<std::string> rollout_addresses;  // remote
   std::string reward_address;       // remote ("" with remote: the reward checkers run in process)

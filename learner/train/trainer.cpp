@@ -170,8 +170,8 @@ struct Trainer::Impl {
   enum class Phase { idle, generate, reward, learn, sync } phase = Phase::idle;
   Clock::time_point run_start;
   int64_t first_step = 0;
-  double eval_before = -1, eval_after = -1, reward_first = 0, reward_last = 0;
-  bool have_reward_first = false;
+  double eval_before = -1, eval_after = -1;
+  std::vector<double> step_rewards;  // reward/mean of each step run by this call
 
   void check_stop() {
     if (stop.load()) throw TrainInterrupted("interrupted");
@@ -197,6 +197,7 @@ struct Trainer::Impl {
   }
 
   void save() {
+    if (!o.save_checkpoints) return;
     CheckpointOptions co;
     co.keep_last = c.keep_last;
     co.tokenizer_dir = c.model;
@@ -513,8 +514,7 @@ void Trainer::Impl::run_step() {
   samples << std::flush;
   (void)now;
 
-  if (!have_reward_first) reward_first = mean, have_reward_first = true;
-  reward_last = mean;
+  step_rewards.push_back(mean);
 
   const bool eval_now = eval_engine && c.eval.every > 0 && step % c.eval.every == 0 && step != c.steps;
   if (eval_now) run_eval_now(line);
@@ -617,8 +617,12 @@ TrainSummary run_loop(Trainer::Impl& m, bool resumed) {
   sum.seconds = seconds_since(m.run_start);
   sum.eval_before = m.eval_before;
   sum.eval_after = m.eval_after;
-  sum.reward_first = m.reward_first;
-  sum.reward_last = m.reward_last;
+  // Means over up to 10 steps at each end (one step's batch is a noisy estimate).
+  const size_t n = m.step_rewards.size(), w = std::min<size_t>(10, n);
+  for (size_t i = 0; i < w; ++i) {
+    sum.reward_first += m.step_rewards[i] / double(w);
+    sum.reward_last += m.step_rewards[n - w + i] / double(w);
+  }
   sum.checkpoint = m.last_checkpoint;
   return sum;
 }

@@ -54,6 +54,7 @@ namespace grpo::train {
 struct TrainerOptions {
   bool quiet = false;            // no progress lines on stderr
   std::string executable;        // the `grpo` binary for local children ("" = this executable)
+  bool save_checkpoints = true;  // false: no checkpoint at all (benchmarks)
 };
 
 struct TrainSummary {
@@ -61,7 +62,7 @@ struct TrainSummary {
   bool interrupted = false;
   double seconds = 0;
   double eval_before = -1, eval_after = -1;  // eval/pass@1; -1 when not measured
-  double reward_first = 0, reward_last = 0;  // reward/mean of the first and last step run
+  double reward_first = 0, reward_last = 0;  // reward/mean over the first and the last (up to) 10 steps run
   std::string checkpoint;                    // the last checkpoint written ("" = none)
 };
 

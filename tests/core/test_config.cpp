@@ -92,6 +92,25 @@ TEST(Config, FilesThatAreMissingOrNotJson) {
   std::remove(path.c_str());
 }
 
+TEST(Config, FilesMayCarryComments) {
+  std::string path = ::testing::TempDir() + "grpo_commented_config.json";
+  {
+    std::ofstream f(path);
+    f << "// a run\n{\"steps\": 7, /* inline */ \"name\": \"a // not a comment\"}\n";
+  }
+  ConfigNode c = ConfigNode::from_file(path);
+  EXPECT_EQ(c.get<int64_t>("steps", 0), 7);
+  EXPECT_EQ(c.get<std::string>("name", ""), "a // not a comment");
+  c.finish();
+  {
+    std::ofstream f(path);
+    f << "{\"steps\": 7 /* never closed }";
+  }
+  const std::string msg = error_of([&] { ConfigNode::from_file(path); });
+  EXPECT_NE(msg.find("not valid JSON"), std::string::npos) << msg;
+  std::remove(path.c_str());
+}
+
 TEST(Config, EditDistance) {
   EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
   EXPECT_EQ(edit_distance("", "abc"), 3u);

@@ -295,7 +295,7 @@ TEST_F(TrainTest, RemoteTopologyRuns) {
 }
 
 TEST_F(TrainTest, KilledWorkerIsReplacedAndTheRunCompletes) {
-  const fs::path cfg = write_config(config("local", 6));
+  const fs::path cfg = write_config(config("local", 40));  // long enough to be killed in the middle
   auto child = start_train({cfg.string()});
   const std::map<pid_t, std::string> kids = wait_for_children(child->pid(), 3);
   const pid_t worker = child_running(kids, "rollout serve");
@@ -306,10 +306,10 @@ TEST_F(TrainTest, KilledWorkerIsReplacedAndTheRunCompletes) {
   ASSERT_EQ(child->exit_status(), 0) << log();
   const std::vector<Json> lines = read_jsonl(run_dir() / "metrics.jsonl");
   ASSERT_FALSE(lines.empty());
-  EXPECT_EQ(lines.back()["step"].get<int64_t>(), 6);
+  EXPECT_EQ(lines.back()["step"].get<int64_t>(), 40);
   EXPECT_GE(lines.back()["workers/restarts"].get<int64_t>(), 1) << log();
   EXPECT_NE(log().find("rollout worker"), std::string::npos);
-  EXPECT_EQ(find_latest_checkpoint(run_dir().string()).step, 6);
+  EXPECT_EQ(find_latest_checkpoint(run_dir().string()).step, 40);
   for (const auto& [pid, cmd] : children_of(child->pid())) ADD_FAILURE() << "still a child: " << cmd;
 }
 
@@ -365,6 +365,39 @@ TEST_F(TrainTest, SigkillOfTheTrainerTakesTheChildrenDown) {
   child->send_signal(SIGKILL);
   ASSERT_TRUE(child->wait(10));
   for (const auto& [pid, cmd] : kids) EXPECT_TRUE(gone(pid)) << "orphaned by SIGKILL: " << cmd;
+}
+
+TEST_F(TrainTest, DynamicSamplingDropsZeroVarianceGroupsAndDrawsMore) {
+  // A reward with variance on a random model: 1 when the completion holds a digit.
+  const fs::path data = dir_ / "prompts.jsonl";
+  {
+    std::ofstream out(data);
+    for (int i = 0; i < 40; ++i) out << Json{{"prompt", "say " + std::to_string(i)}, {"reference", ""}}.dump() << "\n";
+  }
+  const fs::path rewards = dir_ / "rewards.json";
+  std::ofstream(rewards) << R"({"checkers": {"digit": {"use": "format", "pattern": "[0-9]", "full_match": false}}})";
+  Json c = config("colocated", 4);
+  c["data"] = {{"path", data.string()}};
+  c["reward"] = {{"checker", "digit"}, {"config", rewards.string()}};
+  c["dynamic_sampling"] = {{"enabled", true}, {"max_rounds", 3}};
+  ASSERT_EQ(run_train({write_config(c).string()}), 0) << log();
+  int64_t dropped_total = 0, rounds_total = 0;
+  for (const Json& j : read_jsonl(run_dir() / "metrics.jsonl")) {
+    const int64_t rounds = j["dynamic_sampling/rounds"], dropped = j["dynamic_sampling/dropped_groups"];
+    const int64_t total = j["groups/total"], zero = j["groups/zero_variance"], trained = j["groups/trained"];
+    EXPECT_EQ(dropped, zero) << j.dump();                      // every zero-variance group is dropped
+    EXPECT_GE(total, 4) << j.dump();
+    EXPECT_LE(total, 4 * rounds) << j.dump();                   // each round asks for what is missing
+    EXPECT_EQ(trained, std::min<int64_t>(total - zero, 4)) << j.dump();  // the batch is cut to 4 groups
+    EXPECT_TRUE(trained == 4 || rounds == 3) << j.dump();      // more prompts until full or out of rounds
+    if (rounds > 1) EXPECT_GT(dropped, 0) << j.dump();         // another round only after a drop
+    EXPECT_TRUE(j.contains("reward/format"));
+    dropped_total += dropped;
+    rounds_total += rounds;
+  }
+  // P(all 4 samples agree) is about 0.2 here: over 4 steps some group is dropped.
+  EXPECT_GT(dropped_total, 0);
+  EXPECT_GT(rounds_total, 4);
 }
 
 TEST_F(TrainTest, ConfigErrorsAreOneLine) {
