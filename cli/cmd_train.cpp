@@ -38,20 +38,8 @@ struct TrainArgs {
 
 // The config file (or RUN_DIR/config.json with --resume), with --set applied.
 train::TrainConfig load_train_config(const TrainArgs& a) {
-  GRPO_CHECK(!a.config.empty() || !a.resume.empty(), "grpo train: give a CONFIG file or --resume RUN_DIR");
-  std::string source = a.config;
-  if (source.empty()) {
-    source = (std::filesystem::path(a.resume) / "config.json").string();
-    GRPO_CHECK(std::filesystem::is_regular_file(source), "--resume " << a.resume << ": no config.json in it");
-  }
-  nlohmann::json raw = load_json_file(source);
-  GRPO_CHECK(raw.is_object(), source << ": expected a JSON object");
-  for (const std::string& s : a.sets) apply_set(raw, s);
-  if (!a.resume.empty()) {
-    GRPO_CHECK(a.config.empty() || !raw.contains("run_dir") || raw["run_dir"] == a.resume,
-               "--resume " << a.resume << " but " << a.config << " has run_dir " << raw["run_dir"].dump());
-    raw["run_dir"] = a.resume;
-  }
+  std::string source;
+  const nlohmann::json raw = load_run_config("grpo train", a.config, a.resume, a.sets, &source);
   ConfigNode root(raw, source);
   return train::parse_train_config(root);
 }

@@ -5,9 +5,11 @@
 
 #include <cerrno>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
+#include "core/config.h"
 #include "core/error.h"
 
 namespace grpo::cli {
@@ -36,6 +38,25 @@ std::string read_token_file(const std::string& path) {
   GRPO_CHECK(!token.empty(), "--auth-token-file " << path << ": the file is empty");
   GRPO_CHECK(token.find_first_of(" \t\r\n") == std::string::npos, "--auth-token-file " << path << ": the token has whitespace");
   return token;
+}
+
+nlohmann::json load_run_config(const std::string& command, const std::string& config, const std::string& resume,
+                               const std::vector<std::string>& sets, std::string* source) {
+  GRPO_CHECK(!config.empty() || !resume.empty(), command << ": give a CONFIG file or --resume RUN_DIR");
+  *source = config;
+  if (source->empty()) {
+    *source = (std::filesystem::path(resume) / "config.json").string();
+    GRPO_CHECK(std::filesystem::is_regular_file(*source), "--resume " << resume << ": no config.json in it");
+  }
+  nlohmann::json raw = load_json_file(*source);
+  GRPO_CHECK(raw.is_object(), *source << ": expected a JSON object");
+  for (const std::string& s : sets) apply_set(raw, s);
+  if (!resume.empty()) {
+    GRPO_CHECK(config.empty() || !raw.contains("run_dir") || raw["run_dir"] == resume,
+               "--resume " << resume << " but " << config << " has run_dir " << raw["run_dir"].dump());
+    raw["run_dir"] = resume;
+  }
+  return raw;
 }
 
 namespace {

@@ -197,6 +197,16 @@ class LocalRollout : public PoolRollout {
   void maintain(const Model& policy, int64_t version) override {
     current_policy_ = &policy;
     current_version_ = version;
+    // A worker the pool marked down (it timed out or failed a call) but whose process lives on
+    // (hung, or wedged) is stopped here, so that it is restarted like a dead one.
+    if (pool_)
+      for (const rollout::PoolWorkerState& w : pool_->workers())
+        if (w.down)
+          for (auto& c : children_)
+            if (c && c->running() && address_of(*c) == w.address) {
+              GRPO_LOG(warn, c->name() << " on " << w.address << " failed (" << w.last_error << "); stopping it");
+              c->terminate(2);
+            }
     bool changed = false;
     std::vector<std::string> addresses = addresses_;
     for (size_t i = 0; i < children_.size(); ++i) {
