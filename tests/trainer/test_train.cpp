@@ -313,6 +313,27 @@ TEST_F(TrainTest, KilledWorkerIsReplacedAndTheRunCompletes) {
   for (const auto& [pid, cmd] : children_of(child->pid())) ADD_FAILURE() << "still a child: " << cmd;
 }
 
+TEST_F(TrainTest, HungWorkerTimesOutAndIsReplaced) {
+  // SIGSTOP: the worker's process lives on but answers nothing. Whichever call reaches it first
+  // times out (a Generate call: its groups go to the other worker; a weight update: it would
+  // serve stale weights), and it is stopped and restarted with the current weights.
+  Json c = config("local", 30);
+  c["topology"]["generate_timeout_s"] = 2;
+  auto child = start_train({write_config(c).string()});
+  const std::map<pid_t, std::string> kids = wait_for_children(child->pid(), 3);
+  const pid_t worker = child_running(kids, "rollout serve");
+  ASSERT_GT(worker, 0);
+  ASSERT_TRUE(wait_for_step(run_dir(), 2, *child)) << log();
+  ASSERT_EQ(kill(worker, SIGSTOP), 0);
+  ASSERT_TRUE(child->wait(240)) << log();
+  ASSERT_EQ(child->exit_status(), 0) << log();
+  const std::vector<Json> lines = read_jsonl(run_dir() / "metrics.jsonl");
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back()["step"].get<int64_t>(), 30);
+  EXPECT_GE(lines.back()["workers/restarts"].get<int64_t>(), 1) << log();
+  EXPECT_TRUE(gone(worker)) << "the hung worker was left behind";
+}
+
 TEST_F(TrainTest, KilledRewardServiceStopsTheRunWithACheckpoint) {
   Json c = config("local", 50);
   c["save_every"] = 0;  // the checkpoint must come from the failure path
