@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "core/buffer.h"
@@ -104,6 +105,7 @@ SftConfig parse_sft_config(ConfigNode& root) {
     c.eval_every = ev.get<int64_t>("every", 0);
     GRPO_CHECK(c.eval_every >= 0, ev.key_path("every") << " must be >= 0, got " << c.eval_every);
   }
+  c.exclude = parse_data(root, "exclude", false);
   ConfigNode& p = root.child("prompt");
   c.prompt.format = p.get_choice("format", "chatml", {"raw", "r1_zero", "chatml", "deepseek_v3"});
   c.prompt.template_text = p.get<std::string>("template", "");
@@ -144,6 +146,7 @@ std::string sft_config_json(const SftConfig& c) {
   j["data"] = data_json(c.data);
   if (!c.eval_data.path.empty() || !c.eval_data.spec_json.empty())
     j["eval"] = {{"data", data_json(c.eval_data)}, {"every", c.eval_every}};
+  if (!c.exclude.path.empty() || !c.exclude.spec_json.empty()) j["exclude"] = data_json(c.exclude);
   j["prompt"] = {{"format", c.prompt.format},
                  {"template", c.prompt.template_text},
                  {"system", c.prompt.system},
@@ -310,7 +313,30 @@ SftTrainer::SftTrainer(const SftConfig& config, bool quiet) : config_(config), q
     for (const DatasetRecord& r : load_records(d, what))
       out.push_back(make_sft_example(tok, format, r.prompt, r.completion, c.max_seq_len));
   };
-  tokenize(c.data, "data", m.train);
+  std::set<std::string> excluded;
+  if (!c.exclude.path.empty() || !c.exclude.spec_json.empty()) {
+    std::vector<DatasetRecord> ex;
+    if (!c.exclude.path.empty()) {
+      ex = read_dataset_jsonl(c.exclude.path);
+    } else {
+      ConfigNode node = ConfigNode::from_string(c.exclude.spec_json, "exclude");
+      const DatasetSpec spec = parse_dataset_spec(node);
+      node.finish();
+      ex = generate_dataset(spec);
+    }
+    for (const DatasetRecord& r : ex) excluded.insert(r.prompt);
+  }
+  size_t dropped = 0;
+  for (const DatasetRecord& r : load_records(c.data, "data")) {
+    if (excluded.count(r.prompt)) {
+      ++dropped;
+      continue;
+    }
+    m.train.push_back(make_sft_example(tok, format, r.prompt, r.completion, c.max_seq_len));
+  }
+  GRPO_CHECK(!m.train.empty(), "data: every example's prompt is in \"exclude\"");
+  if (!quiet_ && dropped > 0)
+    std::fprintf(stderr, "sft: %zu training examples left out: their prompt is in \"exclude\"\n", dropped);
   if (!c.eval_data.path.empty() || !c.eval_data.spec_json.empty()) tokenize(c.eval_data, "eval.data", m.eval);
 
   // Total steps: `steps`, or the batches of `epochs` passes (packing depends on the order).

@@ -9,6 +9,8 @@
 //    "data": "train.jsonl" | {"name": "arithmetic", "count": 2000, ...}   (datasets.h spec;
 //                                           completions are always generated),
 //    "eval": {"data": <as data>, "every": 50},          held-out loss (optional)
+//    "exclude": <as data>,      optional: drop training examples whose prompt appears here
+//                               (keeps a later evaluation set unseen, e.g. `grpo train`'s eval.data)
 //    "prompt": {"format": "raw", "template": "...", "system": "", "generation_prefix": ""},
 //    "max_seq_len": 512,        longer examples are cut (the completion's end is lost)
 //    "tokens_per_batch": 4096, "max_seqs_per_batch": 64,
@@ -54,6 +56,7 @@ struct SftConfig {
   uint64_t init_seed = 0;
   SftData data;
   SftData eval_data;                              // both "" when no eval
+  SftData exclude;                                // training examples whose prompt is in here are dropped
   int64_t eval_every = 0;
   PromptFormatOptions prompt;
   int64_t max_seq_len = 512;

@@ -97,6 +97,7 @@ TrainConfig parse_train_config(ConfigNode& root) {
     c.eval.temperature = ev.get<float>("temperature", c.eval.temperature);
     c.eval.max_new_tokens = ev.get<int64_t>("max_new_tokens", c.eval.max_new_tokens);
     c.eval.before = ev.get<bool>("before", c.eval.before);
+    c.eval.exclude_from_training = ev.get<bool>("exclude_from_training", c.eval.exclude_from_training);
     check_min<int64_t>(ev, "every", c.eval.every, 0);
     check_min<int64_t>(ev, "n", c.eval.n, 1);
     check_min<float>(ev, "temperature", c.eval.temperature, 0.0f);
@@ -243,7 +244,7 @@ std::string train_config_json(const TrainConfig& c) {
   if (c.eval.enabled())
     j["eval"] = {{"data", data_json(c.eval.data)}, {"every", c.eval.every}, {"n", c.eval.n},
                  {"temperature", c.eval.temperature}, {"max_new_tokens", c.eval.max_new_tokens},
-                 {"before", c.eval.before}};
+                 {"before", c.eval.before}, {"exclude_from_training", c.eval.exclude_from_training}};
   j["prompt"] = {{"format", c.prompt.format}, {"template", c.prompt.template_text}, {"system", c.prompt.system},
                  {"generation_prefix", c.prompt.generation_prefix}};
   const RolloutConfig& r = c.rollout;

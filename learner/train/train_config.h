@@ -8,7 +8,9 @@
 //            {"path": "train.jsonl", "prompt_key": "prompt", "reference_key": "reference",
 //             "checker_key": "checker"}    a JSONL file with field names mapped
 //    "eval": {"data": <as data>, "every": 0, "n": 1, "temperature": 1.0, "max_new_tokens": 0,
-//             "before": true},             held-out pass@k before training, every N steps, at the end
+//             "before": true, "exclude_from_training": true},
+//                                          held-out pass@k before training, every N steps, at the
+//                                          end; training prompts equal to an eval prompt are dropped
 //    "prompt": {"format": "chatml", "template": "", "system": "", "generation_prefix": ""},
 //    "rollout": {"prompts_per_step": 16, "group_size": 8, "max_new_tokens": 256,
 //                "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0,
@@ -60,6 +62,7 @@ struct EvalConfig {
   float temperature = 1.0f;
   int64_t max_new_tokens = 0;  // 0: the rollout's
   bool before = true;     // evaluate the starting model (step 0)
+  bool exclude_from_training = true;  // drop training problems whose prompt is an eval prompt
   bool enabled() const { return !data.spec_json.empty() || !data.path.empty(); }
 };
 

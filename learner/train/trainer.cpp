@@ -279,6 +279,18 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options) : imp
     register_dataset_checkers(m.eval_registry);
     for (const EvalProblem& p : m.eval_data)
       GRPO_CHECK(!p.checker.empty(), "eval.data: problem " << p.id << " names no checker and reward.checker is empty");
+    if (c.eval.exclude_from_training) {
+      // Held out for real: no training prompt is an eval prompt (small task spaces repeat).
+      std::set<std::string> held;
+      for (const EvalProblem& p : m.eval_data) held.insert(p.prompt);
+      const size_t before = m.train_data.size();
+      std::erase_if(m.train_data, [&](const EvalProblem& p) { return held.count(p.prompt) > 0; });
+      GRPO_CHECK(!m.train_data.empty(), "data: every training problem is also in eval.data (set "
+                                        "eval.exclude_from_training to false to train on them anyway)");
+      if (!m.o.quiet && m.train_data.size() < before)
+        std::fprintf(stderr, "data: %zu of %zu training problems left out: their prompt is in eval.data\n",
+                     before - m.train_data.size(), before);
+    }
     rollout::EngineConfig ec;
     ec.max_batch = std::min<int64_t>(64, c.topology.worker_max_batch);
     ec.kv_memory_bytes = c.topology.worker_kv_memory;

@@ -3,6 +3,8 @@
 // (N + resume + N steps == 2N straight, bit for bit, metrics included), config errors.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <unistd.h>
 
 #include <cstring>
@@ -169,6 +171,35 @@ TEST(SftTrainer, ArithmeticTracesLowerHeldOutLoss) {
   EXPECT_EQ(lines, 20);
   // A fresh start on a run_dir with a checkpoint is refused.
   EXPECT_THROW(trainer.start(), Error);
+  fs::remove_all(run);
+}
+
+TEST(SftTrainer, ExcludeDropsExamplesWhosePromptIsListed) {
+  // With epochs = 1 and no step count, total_steps counts the batches of the examples kept.
+  const fs::path run = temp_dir("exclude");
+  auto with_exclude = [&](const std::string& exclude) {
+    nlohmann::json j = nlohmann::json::parse(base_config(run, kArithmetic, 0, 0));
+    j["steps"] = 0;
+    j["optimizer"] = {{"lr", 1e-3}};
+    if (!exclude.empty()) j["exclude"] = nlohmann::json::parse(exclude);
+    return parse(j.dump());
+  };
+  const int64_t all = SftTrainer(with_exclude(""), true).total_steps();
+  // The first 100 items of the same dataset: their prompts go (and any later item repeating one).
+  const int64_t fewer =
+      SftTrainer(with_exclude(R"({"name": "arithmetic", "seed": 3, "count": 100, "min_level": 1, "max_level": 2})"), true)
+          .total_steps();
+  EXPECT_LT(fewer, all);
+  EXPECT_GT(fewer, 0);
+  // Everything excluded: a clear error, not an empty run.
+  try {
+    SftTrainer t(with_exclude(kArithmetic), true);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("exclude"), std::string::npos) << e.message();
+  }
+  // The effective config keeps the exclusion.
+  EXPECT_NE(sft_config_json(with_exclude(kArithmetic)).find("\"exclude\""), std::string::npos);
   fs::remove_all(run);
 }
 

@@ -429,6 +429,20 @@ TEST_F(TrainTest, ConfigErrorsAreOneLine) {
   Json r = config("remote", 5);
   EXPECT_EQ(run_train({write_config(r).string()}), 1);
   EXPECT_NE(log().find("topology.rollout_addresses"), std::string::npos) << log();
+  // Held-out for real: training prompts that are eval prompts are dropped; all of them is an error.
+  Json same = config("colocated", 1);
+  same["eval"] = {{"data", same["data"]}};
+  EXPECT_EQ(run_train({write_config(same).string()}), 1);
+  EXPECT_NE(log().find("every training problem is also in eval.data"), std::string::npos) << log();
+  same["eval"]["exclude_from_training"] = false;
+  same["eval"]["n"] = 1;
+  same["run_dir"] = (dir_ / "run_same").string();
+  EXPECT_EQ(run_train({write_config(same).string()}), 0) << log();
+  Json part = config("colocated", 1);
+  part["eval"] = {{"data", {{"name", "arithmetic"}, {"seed", 1}, {"count", 20}, {"min_level", 1}, {"max_level", 1}}}};
+  part["run_dir"] = (dir_ / "run_part").string();
+  EXPECT_EQ(run_train({write_config(part).string()}), 0) << log();
+  EXPECT_NE(log().find("training problems left out: their prompt is in eval.data"), std::string::npos) << log();
   // A run directory with a checkpoint is not started over.
   ASSERT_EQ(run_train({write_config(config("colocated", 2)).string()}), 0) << log();
   EXPECT_EQ(run_train({write_config(config("colocated", 2)).string()}), 1);
