@@ -109,7 +109,6 @@ class PoolRollout : public RolloutBackend {
         });
         return;
       } catch (const rollout::RolloutClientError& e) {
-        retried_ += pool_->retried_groups();
         // Every worker failed: a local topology restarts them and tries the rest again.
         if (round >= 2 || !recover_all_down()) throw;
         if (!quiet_) GRPO_LOG(warn, "rollout: " << e.message() << "; retrying the step's remaining groups");

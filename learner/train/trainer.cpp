@@ -502,7 +502,6 @@ void Trainer::Impl::run_step() {
   line["version"] = step;
 
   // Samples: the first sample of the first few groups.
-  const double now = unix_time();
   for (int64_t i = 0; i < c.samples_per_step && i < int64_t(all.size()); ++i) {
     const ScoredGroup& g = all[size_t(i)];
     const rewards::ScoreResult& sr = g.scores[0];
@@ -524,7 +523,6 @@ void Trainer::Impl::run_step() {
             << "\n";
   }
   samples << std::flush;
-  (void)now;
 
   step_rewards.push_back(mean);
 
