@@ -37,6 +37,7 @@ struct BenchModelOptions {
   std::string preset = "small";            // model preset: tiny, small or gpu (bench_model.cpp)
   std::string config;                      // a config.json (or its folder) instead of arch/preset
   std::string device = "cpu";              // auto, cpu, cuda or cuda:N (kernels/backend.h)
+  std::string dtype = "auto";              // model storage: auto (bf16 on CUDA, f32 on the CPU), f32, bf16
   // Sizes; 0 / empty: the default (preset gpu in parentheses).
   int64_t train_tokens = 0;                // tokens of the packed training batch: 2048 (8192)
   int64_t seq_len = 0;                     // sequence length inside it: 512 (1024)

@@ -2,8 +2,10 @@
 // decode tokens/s at several batch sizes, for a preset of one architecture (or a config.json),
 // on the CPU or a GPU (--device). Each rate is set next to a ceiling measured in the same run:
 //   * cpu:  OpenBLAS sgemm at the model's widest linear shape;
-//   * cuda: Ops::matmul at 8192^3 in f32 (the model's dtype today; no TF32) and in bf16
-//           (the card's tensor-core rate), and Ops::copy of a 1 GiB buffer (bytes read + written);
+//   * cuda: Ops::matmul at 8192^3 in f32 (no TF32) and in bf16 (the card's tensor-core rate),
+//           and Ops::copy of a 1 GiB buffer (bytes read + written);
+// The model runs in --dtype (auto: bf16 on CUDA, f32 on the CPU; Model's ModelLimits::dtype).
+
 // both: Ops::copy bandwidth for the decode bytes ratio.
 //
 // Model FLOPs per token (forward), the usual 2 * matmul parameters + attention count:
@@ -15,7 +17,7 @@
 // Prefill computes logits for each sequence's last token only, so its LM-head share
 // 2 * P_lm (P_lm = V * C) is counted once per prompt of n tokens: 2 * P_lm / n per token.
 //
-// Decode bytes per step (batch B, f32): every weight once, except the embedding table (B rows;
+// Decode bytes per step (batch B, elements of the model's dtype): every weight once, except the embedding table (B rows;
 // read whole as the LM head when tied) and the routed experts (the expected share hit by B
 // tokens each choosing K of E: 1 - (1 - K/E)^B), plus K and V of each sequence's context
 // (2 * L * Hkv * D * context * B). Activations and KV writes are left out (small next to these).
@@ -150,7 +152,7 @@ double forward_flops_per_token(const ModelConfig& cfg, double context, double lm
 }
 
 // Bytes one decode step of B sequences reads (see the file comment).
-double decode_bytes_per_step(const ModelConfig& cfg, double B, double context) {
+double decode_bytes_per_step(const ModelConfig& cfg, double B, double context, double elt) {
   const ParamTable table(cfg);
   const double hit =
       cfg.is_moe() ? 1.0 - std::pow(1.0 - double(cfg.num_experts_per_tok) / double(cfg.num_experts), B) : 1.0;
@@ -165,7 +167,7 @@ double decode_bytes_per_step(const ModelConfig& cfg, double B, double context) {
     }
   }
   const double kv = 2.0 * double(cfg.num_hidden_layers) * double(cfg.kv_dim()) * context * B;
-  return 4.0 * (w + kv);
+  return elt * (w + kv);
 }
 
 std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
@@ -204,6 +206,7 @@ void fill_bench_weights(Model& model) {
     for (int64_t i = 0; i < n; ++i) dst[i] = e.kind == ParamKind::norm ? 1.0f : a * hash_uniform(k + 1, uint64_t(i));
   }
   model.ops().allocator().copy_from_host(model.params().data, host.data(), host.size() * sizeof(float));
+  model.sync_compute_params();
 }
 
 // A device tensor of host values.
@@ -330,6 +333,20 @@ std::string run_bench_model(const BenchModelOptions& o) {
   KvCacheConfig kc;
   kc.block_size = 16;
   kc.num_blocks = max_batch * ((prompt + steps + kc.block_size - 1) / kc.block_size + 1);
+  // The dtype; a dry run builds no Ops, so "auto" follows the device's name there.
+  std::unique_ptr<Ops> ops_ptr;
+  DeviceChoice dc;
+  if (o.dry_run) {
+    GRPO_CHECK(o.dtype == "auto" || o.dtype == "f32" || o.dtype == "bf16",
+               "dtype \"" << o.dtype << "\" is not valid: use auto, f32 or bf16");
+    const bool named_cuda = o.device.rfind("cuda", 0) == 0;
+    limits.dtype = o.dtype == "bf16" || (o.dtype == "auto" && named_cuda) ? DType::bf16 : DType::f32;
+  } else {
+    dc = resolve_device(o.device);
+    ops_ptr = make_ops(dc);
+    limits.dtype = resolve_dtype(o.dtype, *ops_ptr);
+  }
+  kc.dtype = limits.dtype;
 
   const ModelParamCounts counts = count_model_params(cfg);
   const double state_bytes = double(ParamTable(cfg).size()) * 4.0;  // one flat f32 buffer
@@ -339,8 +356,11 @@ std::string run_bench_model(const BenchModelOptions& o) {
   doc["preset"] = o.config.empty() ? o.preset : "config:" + o.config;
   doc["config"] = model_config_json(cfg);
   doc["params"] = {{"total", counts.total}, {"active_per_token", counts.active_per_token}};
+  doc["dtype"] = dtype_name(limits.dtype);
   Json mem;
   mem["params"] = round_dec(state_bytes / kGiB, 3);
+  if (limits.dtype != DType::f32)
+    mem["compute_copy"] = round_dec(state_bytes / 4.0 * double(dtype_size(limits.dtype)) / kGiB, 3);
   mem["grads"] = round_dec(state_bytes / kGiB, 3);
   mem["adamw_state_not_allocated"] = round_dec(2 * state_bytes / kGiB, 3);
   mem["training_arena"] = round_dec(double(Model::training_arena_bytes(cfg, limits)) / kGiB, 3);
@@ -352,9 +372,7 @@ std::string run_bench_model(const BenchModelOptions& o) {
     return doc.dump(2);
   }
 
-  const DeviceChoice dc = resolve_device(o.device);
   const bool cuda = dc.device == Device::cuda;
-  std::unique_ptr<Ops> ops_ptr = make_ops(dc);
   Ops& ops = *ops_ptr;
   doc["device"] = describe_device(dc);
   doc["threads"] = omp_get_max_threads();
@@ -393,7 +411,7 @@ std::string run_bench_model(const BenchModelOptions& o) {
       "(context: (n + 1) / 2 for causal sequences of n tokens, the cached length when decoding); "
       "training = 3x forward; prefill counts the LM head (2 * vocab * hidden) once per prompt";
   doc["decode_bytes_formula"] =
-      "per step, f32: every weight once except the embedding (B rows; whole when tied) and routed experts "
+      "per step, elements of the model's dtype: every weight once except the embedding (B rows; whole when tied) and routed experts "
       "(share hit by B tokens: 1 - (1 - K/E)^B), plus K and V of every sequence's context";
   doc["matmul_params_per_token"] = int64_t(matmul_params_per_token(cfg));
   doc["timing"] = "median of >= " + std::to_string(reps) + " runs after one warm-up, device synchronised";
@@ -467,7 +485,7 @@ std::string run_bench_model(const BenchModelOptions& o) {
     for (int64_t id : ids) cache.remove_sequence(id);
     const double context = double(prompt) + double(steps + 1) / 2.0;
     Json jd = rate(double(B * steps), td, forward_flops_per_token(cfg, context), ceil);
-    const double bytes = decode_bytes_per_step(cfg, double(B), context);
+    const double bytes = decode_bytes_per_step(cfg, double(B), context, double(dtype_size(limits.dtype)));
     const double gbps = bytes * double(steps) / td.median * 1e-9;
     jd["batch"] = B;
     jd["context"] = Json::array({prompt + 1, prompt + steps});

@@ -13,6 +13,18 @@ namespace grpo {
 
 bool cuda_backend_built() { return GRPO_HAVE_CUDA != 0; }
 
+DType resolve_dtype(std::string_view name, const Ops& ops) {
+  if (name == "auto") return ops.supports_storage(DType::bf16) ? DType::bf16 : DType::f32;
+  if (name == "f32") return DType::f32;
+  if (name == "bf16") {
+    GRPO_CHECK(ops.supports_storage(DType::bf16), "dtype bf16: the " << ops.name()
+                                                                      << " backend computes in f32 only (use dtype "
+                                                                         "f32 or auto, or a CUDA device)");
+    return DType::bf16;
+  }
+  GRPO_THROW("dtype \"" << name << "\" is not valid: use auto, f32 or bf16");
+}
+
 DeviceChoice resolve_device(std::string_view name) {
   if (name == "cpu") return {Device::cpu, 0};
   if (name == "auto") {

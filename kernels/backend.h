@@ -24,6 +24,11 @@ DeviceChoice resolve_device(std::string_view name);
 bool cuda_backend_built();
 // "cpu" or the GPU's description ("cuda:0 NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)").
 std::string describe_device(const DeviceChoice& d);
+// The storage dtype of a model's weights copy and activations (`dtype` in configs, --dtype on
+// the commands that compute): "auto" (bf16 where the backend stores it: CUDA; else f32),
+// "f32" or "bf16". bf16 on a backend that computes in f32 only (the CPU), or any other name,
+// is a grpo::Error in one line.
+DType resolve_dtype(std::string_view name, const Ops& ops);
 // The Ops for a resolved choice.
 std::unique_ptr<Ops> make_ops(const DeviceChoice& d);
 inline std::unique_ptr<Ops> make_ops(std::string_view name) { return make_ops(resolve_device(name)); }

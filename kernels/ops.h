@@ -91,6 +91,10 @@ class Ops {
   virtual std::string name() const = 0;
   // Allocates this backend's memory (parameters, activations, scratch).
   virtual Allocator& allocator() = 0;
+  // Whether floating data tensors (activations, weights, the KV cache) may be stored as `dt`
+  // (see the backend's header for the per-op dtype rules). Every backend stores f32; the CUDA
+  // backend also bf16.
+  virtual bool supports_storage(DType dt) const { return dt == DType::f32; }
 
   // ---- elementwise helpers -------------------------------------------------------------
   // out = a + b (same shapes; out may alias a or b)

@@ -141,11 +141,13 @@ OptimizerStepMetrics Optimizer::step(float grad_scale) {
   p.step = step_ + 1;
   const ParamTable& table = model_.table();
   const Tensor params = model_.params(), m = this->m(), v = this->v();
+  // A bf16 model's compute copy is rounded from the updated master in the same pass.
+  const Tensor copy = model_.dtype() == DType::f32 ? Tensor{} : model_.compute_params();
   auto apply = [&](ParamRange r, float wd) {
     if (r.count == 0) return;
-    auto sub = [&](const Tensor& t) { return t.rows(r.offset, r.offset + r.count); };
+    auto sub = [&](const Tensor& t) { return t.defined() ? t.rows(r.offset, r.offset + r.count) : Tensor{}; };
     p.weight_decay = wd;
-    ops.adamw(sub(params), sub(grads), sub(m), sub(v), p);
+    ops.adamw(sub(params), sub(grads), sub(m), sub(v), p, sub(copy));
   };
   const float wd = float(config_.weight_decay);
   apply(table.decay_range(), wd);

@@ -26,7 +26,7 @@ std::vector<size_t> blocks_to_copy(const std::vector<int32_t>& refcount, const s
 
 size_t KvCache::bytes_needed(const ModelConfig& cfg, const KvCacheConfig& kc) {
   return size_t(2) * size_t(cfg.num_hidden_layers) * size_t(kc.num_blocks) * size_t(kc.block_size) *
-         size_t(cfg.num_key_value_heads) * size_t(cfg.head_dim) * sizeof(float);
+         size_t(cfg.num_key_value_heads) * size_t(cfg.head_dim) * dtype_size(kc.dtype);
 }
 
 KvCache::KvCache(Ops& ops, const ModelConfig& cfg, const KvCacheConfig& kc)
@@ -35,6 +35,10 @@ KvCache::KvCache(Ops& ops, const ModelConfig& cfg, const KvCacheConfig& kc)
              "kv cache: num_blocks is " << kc.num_blocks << ", expected 1 to 2^30");
   GRPO_CHECK(kc.block_size > 0 && kc.block_size <= 4096,
              "kv cache: block_size is " << kc.block_size << ", expected 1 to 4096");
+  GRPO_CHECK(kc.dtype == DType::f32 || kc.dtype == DType::bf16,
+             "kv cache: dtype is " << dtype_name(kc.dtype) << ", expected f32 or bf16");
+  GRPO_CHECK(ops.supports_storage(kc.dtype), "kv cache: the " << ops.name() << " backend does not store "
+                                                               << dtype_name(kc.dtype) << " tensors");
   GRPO_CHECK(kc.num_blocks * kc.block_size <= (int64_t(1) << 31) - 1,
              "kv cache: num_blocks * block_size = " << kc.num_blocks * kc.block_size << " slots overflow i32");
   buffer_ = Buffer(ops.allocator(), bytes_needed(cfg, kc));
@@ -46,14 +50,14 @@ KvCache::KvCache(Ops& ops, const ModelConfig& cfg, const KvCacheConfig& kc)
 
 Tensor KvCache::k(int64_t layer) const {
   GRPO_CHECK(layer >= 0 && layer < layers_, "kv cache: layer " << layer << " outside [0, " << layers_ << ")");
-  const size_t per = size_t(kc_.num_blocks * kc_.block_size * kv_heads_ * head_dim_) * sizeof(float);
-  return buffer_.view(DType::f32, {kc_.num_blocks, kc_.block_size, kv_heads_, head_dim_}, size_t(2 * layer) * per);
+  const size_t per = size_t(kc_.num_blocks * kc_.block_size * kv_heads_ * head_dim_) * dtype_size(kc_.dtype);
+  return buffer_.view(kc_.dtype, {kc_.num_blocks, kc_.block_size, kv_heads_, head_dim_}, size_t(2 * layer) * per);
 }
 
 Tensor KvCache::v(int64_t layer) const {
   GRPO_CHECK(layer >= 0 && layer < layers_, "kv cache: layer " << layer << " outside [0, " << layers_ << ")");
-  const size_t per = size_t(kc_.num_blocks * kc_.block_size * kv_heads_ * head_dim_) * sizeof(float);
-  return buffer_.view(DType::f32, {kc_.num_blocks, kc_.block_size, kv_heads_, head_dim_},
+  const size_t per = size_t(kc_.num_blocks * kc_.block_size * kv_heads_ * head_dim_) * dtype_size(kc_.dtype);
+  return buffer_.view(kc_.dtype, {kc_.num_blocks, kc_.block_size, kv_heads_, head_dim_},
                       size_t(2 * layer + 1) * per);
 }
 

@@ -1,7 +1,8 @@
 // KvCache: a paged key/value cache for Model::prefill / decode_step.
 //
 // A pool of num_blocks blocks of block_size token slots per layer, for K and V:
-//   k(layer), v(layer)  f32 [num_blocks, block_size, Hkv, D]   (Ops::kv_cache_write layout)
+//   k(layer), v(layer)  [num_blocks, block_size, Hkv, D] of KvCacheConfig::dtype (f32, or bf16
+//                       for a bf16 model; Ops::kv_cache_write layout)
 // and, per sequence, a block table (the pool blocks holding its positions, in order) and its
 // cached length. Token at position p of a sequence lives in slot
 //   blocks[p / block_size] * block_size + p % block_size.
@@ -25,6 +26,7 @@ namespace grpo {
 struct KvCacheConfig {
   int64_t num_blocks = 0;   // pool size (blocks per layer)
   int64_t block_size = 16;  // token slots per block
+  DType dtype = DType::f32; // of K and V: the model's activation dtype (Model::dtype())
 };
 
 class KvCache {
@@ -37,6 +39,7 @@ class KvCache {
   int64_t num_layers() const { return layers_; }
   int64_t block_size() const { return kc_.block_size; }
   int64_t num_blocks() const { return kc_.num_blocks; }
+  DType dtype() const { return kc_.dtype; }
   int64_t free_blocks() const { return int64_t(free_.size()); }
   Tensor k(int64_t layer) const;
   Tensor v(int64_t layer) const;

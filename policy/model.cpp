@@ -52,12 +52,24 @@ Model::Impl::Impl(const ModelConfig& c, Ops& o, const ModelLimits& lim)
   GRPO_CHECK(limits.max_decode_seqs <= limits.max_decode_tokens,
              "model: ModelLimits max_decode_seqs " << limits.max_decode_seqs << " exceeds max_decode_tokens "
                                                    << limits.max_decode_tokens);
+  GRPO_CHECK(limits.dtype == DType::f32 || limits.dtype == DType::bf16,
+             "model: ModelLimits::dtype is " << dtype_name(limits.dtype) << ", expected f32 or bf16");
+  GRPO_CHECK(ops.supports_storage(limits.dtype),
+             "model: dtype " << dtype_name(limits.dtype) << " needs a backend that stores it (the "
+                             << ops.name() << " backend computes in f32); use dtype f32 or the CUDA backend");
+  act_dtype = limits.dtype;
   Allocator& alloc = ops.allocator();
   const size_t pbytes = size_t(table.size()) * sizeof(float);
   params_buf = Buffer(alloc, pbytes);
   params_buf.zero();
   params = params_buf.view(DType::f32, {table.size()});
-  w = bind_weights(cfg, table, params);
+  compute = params;
+  if (act_dtype != DType::f32) {
+    compute_buf = Buffer(alloc, size_t(table.size()) * dtype_size(act_dtype));
+    compute_buf.zero();
+    compute = compute_buf.view(act_dtype, {table.size()});
+  }
+  w = bind_weights(cfg, table, compute, params);
   if (limits.training) {
     grads_buf = Buffer(alloc, pbytes);
     grads_buf.zero();
@@ -86,7 +98,7 @@ Model::Impl::Impl(const ModelConfig& c, Ops& o, const ModelLimits& lim)
 
   train_arena = std::make_unique<Arena>(alloc, Model::training_arena_bytes(cfg, limits));
   if (limits.max_decode_tokens > 0) {
-    ActAlloc measure(nullptr);
+    ActAlloc measure(nullptr, act_dtype);
     alloc_decode_state(measure, cfg, limits.max_decode_tokens, limits.max_decode_seqs);
     decode_arena = std::make_unique<Arena>(alloc, measure.bytes() + 2 * Arena::kAlignment);
   }
@@ -109,7 +121,7 @@ void alloc_forward_state(ActAlloc& a, const ModelConfig& cfg, int64_t T, int64_t
   s.positions = a.i32({T});
   s.cu_seqlens = a.i32({S + 1});
   s.res.clear();
-  for (int64_t i = 0; i < (with_grad ? L + 1 : 2); ++i) s.res.push_back(a.f32({T, C}));
+  for (int64_t i = 0; i < (with_grad ? L + 1 : 2); ++i) s.res.push_back(a.act({T, C}));
   s.acts.clear();
   if (store_all) {
     for (int64_t l = 0; l < L; ++l) {
@@ -119,12 +131,12 @@ void alloc_forward_state(ActAlloc& a, const ModelConfig& cfg, int64_t T, int64_t
   } else {
     s.acts.push_back(alloc_layer_acts(a, cfg, T, any_dense, any_moe, true));
   }
-  s.proj = a.f32({T, C});
+  s.proj = a.act({T, C});
   if (num_moe > 0) {
     s.routing = a.i32({num_moe, T, cfg.num_experts_per_tok});
     s.psum = a.f32({1, cfg.num_experts});
   }
-  s.hn = a.f32({T, C});
+  s.hn = a.act({T, C});
   s.rstd_final = a.f32({T});
   s.lse = a.f32({T});
   s.logprob = a.f32({T});
@@ -134,7 +146,7 @@ void alloc_forward_state(ActAlloc& a, const ModelConfig& cfg, int64_t T, int64_t
 }  // namespace model_detail
 
 size_t Model::training_arena_bytes(const ModelConfig& cfg, const ModelLimits& limits) {
-  ActAlloc a(nullptr);
+  ActAlloc a(nullptr, limits.dtype);
   ForwardState s;
   // The largest forward the limits allow, then the backward's scratch.
   alloc_forward_state(a, cfg, limits.max_tokens, limits.max_seqs, limits.training,
@@ -167,6 +179,12 @@ const ParamTable& Model::table() const { return impl_->table; }
 Ops& Model::ops() const { return impl_->ops; }
 Tensor Model::params() const { return impl_->params; }
 Tensor Model::grads() const { return impl_->grads; }
+DType Model::dtype() const { return impl_->act_dtype; }
+Tensor Model::compute_params() const { return impl_->compute; }
+
+void Model::sync_compute_params() {
+  if (impl_->compute.data != impl_->params.data) impl_->ops.copy(impl_->compute, impl_->params);
+}
 size_t Model::training_arena_bytes() const { return impl_->train_arena->capacity(); }
 size_t Model::decode_arena_bytes() const { return impl_->decode_arena ? impl_->decode_arena->capacity() : 0; }
 
@@ -243,7 +261,7 @@ void Model::forward(const PackedBatch& batch, const ForwardOptions& options, For
   st.T = T;
   st.S = S;
   m.train_arena->reset();
-  ActAlloc a(m.train_arena.get());
+  ActAlloc a(m.train_arena.get(), m.act_dtype);
   alloc_forward_state(a, cfg, T, S, st.with_grad, st.store_all, st);
   ops.copy(st.tokens, batch.tokens);
   ops.copy(st.targets, batch.targets);
@@ -316,7 +334,7 @@ void Model::backward(Tensor dlogprob, Tensor dentropy, float aux_loss_grad) {
                                                                                << " but the forward computed no aux "
                                                                                   "loss (ForwardOptions::aux_loss)");
   m.train_arena->release(st.mark);
-  ActAlloc a(m.train_arena.get());
+  ActAlloc a(m.train_arena.get(), m.act_dtype);
   GradScratch s = alloc_grad_scratch(a, cfg, T);
 
   ops.lm_head_logprob_backward(s.dln, m.g.lm_head, dlogprob, dentropy, st.hn, m.w.lm_head, st.targets, st.lse,
@@ -367,10 +385,10 @@ void Model::backward(Tensor dlogprob, Tensor dentropy, float aux_loss_grad) {
   if (cfg.pad_token_id) {
     const int64_t p = *cfg.pad_token_id;
     pad_row = m.g.embed.rows(p, p + 1);
-    ops.copy(s.dtmp.rows(0, 1), pad_row);
+    ops.copy(s.pad_save, pad_row);
   }
   ops.embedding_backward(m.g.embed, s.dres, st.tokens);
-  if (pad_row.defined()) ops.copy(pad_row, s.dtmp.rows(0, 1));
+  if (pad_row.defined()) ops.copy(pad_row, s.pad_save);
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir, Ops& ops, const ModelLimits& limits) {

@@ -13,7 +13,12 @@
 //   ops.adamw(...over model.params() / model.grads() ranges...);
 //
 // Memory (llm.c style): parameters and gradients are two flat f32 buffers laid out by the
-// ParamTable (policy/params.h); training activations live in one Arena sized at construction
+// ParamTable (policy/params.h). With ModelLimits::dtype = bf16 (backends that store bf16: CUDA)
+// the forward reads a bf16 copy of the parameters (compute_params(); norm weights and biases
+// are read from the f32 master), activations and the KV cache are bf16, and statistics (norm
+// rstd, attention lse, router scores, log-probs, entropy) and all gradients stay f32: the
+// optimizer updates the f32 master and rounds the copy in the same pass (Ops::adamw's
+// params_bf16). Training activations live in one Arena sized at construction
 // for ModelLimits::max_tokens / max_seqs, decoding activations in another sized for
 // max_decode_tokens / max_decode_seqs. A larger batch is a grpo::Error naming the limit, never
 // a reallocation.
@@ -44,6 +49,8 @@ struct ModelLimits {
   bool recompute = false;           // keep only each layer's input; recompute the layer in backward
   int64_t max_decode_tokens = 0;    // new tokens of one prefill/decode_step call (0: no decoding)
   int64_t max_decode_seqs = 0;      // sequences of one prefill/decode_step call
+  DType dtype = DType::f32;         // storage of the weights the forward reads and of activations:
+                                    // f32, or bf16 where ops.supports_storage(bf16) (see above)
 };
 
 // A packed batch: S sequences concatenated, no padding. Tensors on the ops' device.
@@ -89,6 +96,14 @@ class Model {
   // The flat buffers: f32 [table().size()]. grads() is undefined unless limits.training.
   Tensor params() const;
   Tensor grads() const;
+  // ModelLimits::dtype: f32 or bf16.
+  DType dtype() const;
+  // The flat weights the forward reads, laid out like params(): params() itself for f32, its
+  // bf16 copy for bf16. load(), init_weights() and Optimizer::step() keep the copy current;
+  // whoever writes params() otherwise calls sync_compute_params() before the next forward or
+  // decoding call (a no-op for f32).
+  Tensor compute_params() const;
+  void sync_compute_params();
   // One tensor by Hugging Face name, with its HF shape (views into the flat buffers).
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
@@ -118,7 +133,7 @@ class Model {
   // reproduces transformers' training loss.
   float aux_loss_coef() const;
 
-  // Incremental decoding. prefill appends num_tokens[b] tokens to cache sequence seq_ids[b]
+  // Incremental decoding (the cache's dtype must be the model's). prefill appends num_tokens[b] tokens to cache sequence seq_ids[b]
   // (tokens i32 [sum num_tokens] on the device, grouped by sequence, continuing at the
   // sequence's cached length), writes their K/V into the cache and returns the logits of
   // each sequence's last new token: logits f32 [B, V] (temperature not applied).

@@ -14,34 +14,46 @@ Tensor ActAlloc::alloc(DType dtype, std::initializer_list<int64_t> shape) {
 
 namespace {
 
-Tensor view_named(const ParamTable& table, Tensor flat, const std::string& name) {
+// Where the 1-D tensors (norm weights, biases) are viewed: the f32 master when given.
+struct Flats {
+  Tensor matrices, vectors;
+};
+
+Tensor view_named(const ParamTable& table, const Flats& f, const std::string& name) {
   const ParamEntry& e = table.at(name);
+  const Tensor flat = e.shape.size() == 1 ? f.vectors : f.matrices;
   const Tensor t = flat.rows(e.offset, e.offset + e.numel());
   GRPO_ASSERT(e.shape.size() == 1 || e.shape.size() == 2);
   return e.shape.size() == 1 ? t.view({e.shape[0]}) : t.view({e.shape[0], e.shape[1]});
 }
 
-Tensor view_optional(const ParamTable& table, Tensor flat, const std::string& name) {
+Tensor view_optional(const ParamTable& table, const Flats& flat, const std::string& name) {
   return table.has(name) ? view_named(table, flat, name) : Tensor{};
 }
 
 // A stacked expert block [E, rows, cols] starting at expert 0's entry.
-Tensor view_experts(const ParamTable& table, Tensor flat, int64_t layer, const char* proj, int64_t E) {
+Tensor view_experts(const ParamTable& table, const Flats& f, int64_t layer, const char* proj, int64_t E) {
   const ParamEntry& e0 = table.expert_block(layer, proj);
   const ParamEntry& last = table.at(table.expert_name(layer, E - 1, proj));
   GRPO_ASSERT(last.offset == e0.offset + (E - 1) * e0.numel());
-  return flat.rows(e0.offset, e0.offset + E * e0.numel()).view({E, e0.shape[0], e0.shape[1]});
+  return f.matrices.rows(e0.offset, e0.offset + E * e0.numel()).view({E, e0.shape[0], e0.shape[1]});
 }
 
-Linear linear_named(const ParamTable& table, Tensor flat, const std::string& prefix) {
+Linear linear_named(const ParamTable& table, const Flats& flat, const std::string& prefix) {
   return Linear{view_named(table, flat, prefix + ".weight"), view_optional(table, flat, prefix + ".bias")};
 }
 
 }  // namespace
 
-Weights bind_weights(const ModelConfig& cfg, const ParamTable& table, Tensor flat) {
-  GRPO_CHECK(flat.defined() && flat.dtype == DType::f32 && flat.ndim == 1 && flat.shape[0] == table.size(),
-             "model: flat parameter buffer is " << flat.str() << ", expected f32[" << table.size() << "]");
+Weights bind_weights(const ModelConfig& cfg, const ParamTable& table, Tensor matrices, Tensor vectors) {
+  GRPO_CHECK(matrices.defined() && (matrices.dtype == DType::f32 || matrices.dtype == DType::bf16) &&
+                 matrices.ndim == 1 && matrices.shape[0] == table.size(),
+             "model: flat parameter buffer is " << matrices.str() << ", expected f32 or bf16[" << table.size()
+                                                << "]");
+  if (!vectors.defined()) vectors = matrices;
+  GRPO_CHECK(vectors.dtype == DType::f32 && vectors.ndim == 1 && vectors.shape[0] == table.size(),
+             "model: flat f32 parameter buffer is " << vectors.str() << ", expected f32[" << table.size() << "]");
+  const Flats flat{matrices, vectors};
   Weights w;
   w.embed = view_named(table, flat, "model.embed_tokens.weight");
   w.norm = view_named(table, flat, "model.norm.weight");
@@ -84,31 +96,31 @@ Weights bind_weights(const ModelConfig& cfg, const ParamTable& table, Tensor fla
 
 namespace {
 
-MlpActs alloc_mlp(ActAlloc& a, int64_t N, int64_t F) { return MlpActs{a.f32({N, F}), a.f32({N, F}), a.f32({N, F})}; }
+MlpActs alloc_mlp(ActAlloc& a, int64_t N, int64_t F) { return MlpActs{a.act({N, F}), a.act({N, F}), a.act({N, F})}; }
 
 }  // namespace
 
 LayerActs alloc_layer_acts(ActAlloc& a, const ModelConfig& cfg, int64_t T, bool dense, bool moe, bool lse) {
   const int64_t C = cfg.hidden_size, Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads, D = cfg.head_dim;
   LayerActs l;
-  l.mid = a.f32({T, C});
+  l.mid = a.act({T, C});
   AttnActs& at = l.attn;
-  at.ln = a.f32({T, C});
+  at.ln = a.act({T, C});
   at.ln_rstd = a.f32({T});
   if (cfg.qk_norm != QkNorm::none) {
-    at.q_raw = a.f32({T, Hq * D});
-    at.k_raw = a.f32({T, Hkv * D});
+    at.q_raw = a.act({T, Hq * D});
+    at.k_raw = a.act({T, Hkv * D});
     const bool per_head = cfg.qk_norm == QkNorm::per_head;
     at.q_rstd = a.f32({per_head ? T * Hq : T});
     at.k_rstd = a.f32({per_head ? T * Hkv : T});
   }
-  at.q = a.f32({T, Hq, D});
-  at.k = a.f32({T, Hkv, D});
-  at.v = a.f32({T, Hkv, D});
-  at.out = a.f32({T, Hq, D});
+  at.q = a.act({T, Hq, D});
+  at.k = a.act({T, Hkv, D});
+  at.v = a.act({T, Hkv, D});
+  at.out = a.act({T, Hq, D});
   if (lse) at.lse = a.f32({T, Hq});
   FfnActs& f = l.ffn;
-  f.ln = a.f32({T, C});
+  f.ln = a.act({T, C});
   f.ln_rstd = a.f32({T});
   if (dense) f.mlp = alloc_mlp(a, T, cfg.intermediate_size);
   if (moe) {
@@ -121,13 +133,13 @@ LayerActs alloc_layer_acts(ActAlloc& a, const ModelConfig& cfg, int64_t T, bool 
     m.offsets = a.i32({E + 1});
     m.src = a.i32({T * K});
     m.dest = a.i32({T * K});
-    m.xp = a.f32({T * K, C});
-    m.yp = a.f32({T * K, C});
+    m.xp = a.act({T * K, C});
+    m.yp = a.act({T * K, C});
     m.e = alloc_mlp(a, T * K, cfg.moe_intermediate_size);
     if (cfg.shared_expert_intermediate_size > 0) {
       m.s = alloc_mlp(a, T, cfg.shared_expert_intermediate_size);
-      m.s_out = a.f32({T, C});
-      m.s_gated = a.f32({T, C});
+      m.s_out = a.act({T, C});
+      m.s_gated = a.act({T, C});
       m.sg_logit = a.f32({T, 1});
       m.sg_score = a.f32({T, 1});
       m.sg_w = a.f32({T, 1});
@@ -145,29 +157,32 @@ GradScratch alloc_grad_scratch(ActAlloc& a, const ModelConfig& cfg, int64_t T) {
   bool any_dense = false, any_moe = false;
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) (cfg.is_moe_layer(l) ? any_moe : any_dense) = true;
   GradScratch s;
-  s.dres = a.f32({T, C});
-  s.dtmp = a.f32({T, C});
-  s.dln = a.f32({T, C});
-  s.dq = a.f32({T, Hq, D});
-  s.dk = a.f32({T, Hkv, D});
-  s.dv = a.f32({T, Hkv, D});
-  s.dout = a.f32({T, Hq, D});
+  s.dres = a.act({T, C});
+  s.dtmp = a.act({T, C});
+  s.dln = a.act({T, C});
+  s.dq = a.act({T, Hq, D});
+  s.dk = a.act({T, Hkv, D});
+  s.dv = a.act({T, Hkv, D});
+  s.dout = a.act({T, Hq, D});
+  if (cfg.pad_token_id) s.pad_save = a.f32({1, C});
   if (any_dense) s.dmlp = alloc_mlp(a, T, cfg.intermediate_size);
   if (any_moe) {
     const int64_t E = cfg.num_experts, K = cfg.num_experts_per_tok;
     s.de = alloc_mlp(a, T * K, cfg.moe_intermediate_size);
-    s.dxp = a.f32({T * K, C});
-    s.dxp2 = a.f32({T * K, C});
-    s.dyp = a.f32({T * K, C});
+    s.dxp = a.act({T * K, C});
+    s.dxp2 = a.act({T * K, C});
+    s.dyp = a.act({T * K, C});
     s.dlogits = a.f32({T, E});
     s.daux_scores = a.f32({T, E});
     s.daux_logits = a.f32({T, E});
     s.dtopk_w = a.f32({T, K});
+    s.dlogits_act = a.act_dtype() == DType::f32 ? s.dlogits : a.act({T, E});
     if (cfg.shared_expert_intermediate_size > 0) {
       s.ds = alloc_mlp(a, T, cfg.shared_expert_intermediate_size);
-      s.ds_out = a.f32({T, C});
+      s.ds_out = a.act({T, C});
       s.dsg_logit = a.f32({T, 1});
       s.dsg_w = a.f32({T, 1});
+      s.dsg_logit_act = a.act_dtype() == DType::f32 ? s.dsg_logit : a.act({T, 1});
     }
   }
   return s;

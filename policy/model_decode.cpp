@@ -19,11 +19,11 @@ DecodeState alloc_decode_state(ActAlloc& a, const ModelConfig& cfg, int64_t T, i
   const int64_t C = cfg.hidden_size;
   DecodeState d;
   d.acts = alloc_layer_acts(a, cfg, T, any_dense, any_moe, false);
-  d.x0 = a.f32({T, C});
-  d.x1 = a.f32({T, C});
-  d.proj = a.f32({T, C});
-  d.last_hidden = a.f32({B, C});
-  d.hn = a.f32({B, C});
+  d.x0 = a.act({T, C});
+  d.x1 = a.act({T, C});
+  d.proj = a.act({T, C});
+  d.last_hidden = a.act({B, C});
+  d.hn = a.act({B, C});
   d.rstd = a.f32({B});
   return d;
 }
@@ -70,6 +70,10 @@ void Model::Impl::extend(KvCache& cache, std::span<const int64_t> seq_ids, Tenso
                  cache.k(0).shape[3] == cfg.head_dim,
              "model decoding: the KV cache " << cache.k(0).str() << " x " << cache.num_layers()
                                              << " layers does not match the model");
+  GRPO_CHECK(cache.dtype() == act_dtype, "model decoding: the KV cache is " << dtype_name(cache.dtype())
+                                                                            << " but the model computes in "
+                                                                            << dtype_name(act_dtype)
+                                                                            << " (KvCacheConfig::dtype)");
 
   // Host metadata: positions, cache slots, query boundaries, context lengths, block tables.
   const int64_t bs = cache.block_size();
@@ -110,7 +114,7 @@ void Model::Impl::extend(KvCache& cache, std::span<const int64_t> seq_ids, Tenso
   };
 
   decode_arena->reset();
-  ActAlloc a(decode_arena.get());
+  ActAlloc a(decode_arena.get(), act_dtype);
   DecodeState d = alloc_decode_state(a, cfg, T, B);
   AttnCall call;
   call.positions = ints(o_pos, {T});

@@ -101,11 +101,13 @@ void moe_backward(const BlockCtx& c, const MoeWeights& w, const MoeWeights& g, c
     ops.softmax_backward(s.daux_logits, s.daux_scores, a.scores);
     ops.add(s.dlogits, s.dlogits, s.daux_logits);
   }
-  ops.matmul_backward(dln, g.router, Tensor{}, s.dlogits, x, w.router, false, true, true, true);
+  if (s.dlogits_act.data != s.dlogits.data) ops.copy(s.dlogits_act, s.dlogits);  // bf16 model: the dout dtype
+  ops.matmul_backward(dln, g.router, Tensor{}, s.dlogits_act, x, w.router, false, true, true, true);
   if (w.has_shared) {
     ops.moe_unpermute_backward(s.ds_out, s.dsg_w, dout, a.s_out, a.sg_dest, a.sg_w);
     ops.moe_router_backward(s.dsg_logit, s.dsg_w, a.sg_score, a.sg_id, shared_gate_params());
-    ops.matmul_backward(dln, g.shared_gate, Tensor{}, s.dsg_logit, x, w.shared_gate, false, true, true, true);
+    if (s.dsg_logit_act.data != s.dsg_logit.data) ops.copy(s.dsg_logit_act, s.dsg_logit);
+    ops.matmul_backward(dln, g.shared_gate, Tensor{}, s.dsg_logit_act, x, w.shared_gate, false, true, true, true);
     mlp_backward(ops, w.shared, g.shared, a.s, x, s.ds_out, dln, s.ds, true);
   }
 }

@@ -17,16 +17,22 @@
 namespace grpo::model_detail {
 
 // Activation tensors come from an Arena, or are only measured (to size the arena once).
+// act(): data tensors (hidden states, projections, their gradients) in the model's activation
+// dtype; f32(): statistics and anything that stays f32 whatever the model's dtype.
 class ActAlloc {
  public:
-  explicit ActAlloc(Arena* arena) : arena_(arena) {}  // nullptr: measure only (data = nullptr)
+  // arena nullptr: measure only (data = nullptr)
+  explicit ActAlloc(Arena* arena, DType act = DType::f32) : arena_(arena), act_(act) {}
+  Tensor act(std::initializer_list<int64_t> shape) { return alloc(act_, shape); }
   Tensor f32(std::initializer_list<int64_t> shape) { return alloc(DType::f32, shape); }
   Tensor i32(std::initializer_list<int64_t> shape) { return alloc(DType::i32, shape); }
+  DType act_dtype() const { return act_; }
   size_t bytes() const { return bytes_; }
 
  private:
   Tensor alloc(DType dtype, std::initializer_list<int64_t> shape);
   Arena* arena_;
+  DType act_;
   size_t bytes_ = 0;
 };
 
@@ -72,7 +78,10 @@ struct Weights {
   Tensor lm_head;  // [V, C] (the embed view when tied)
 };
 
-Weights bind_weights(const ModelConfig& cfg, const ParamTable& table, Tensor flat);
+// Views of every weight in `flat` (f32 or bf16, laid out by the table). When `vectors` is given
+// (f32, same layout), the 1-D tensors (norm weights and biases) are viewed there instead: a
+// bf16 model reads them from the f32 master.
+Weights bind_weights(const ModelConfig& cfg, const ParamTable& table, Tensor flat, Tensor vectors = {});
 
 // ---- activations -----------------------------------------------------------------------
 
@@ -134,6 +143,10 @@ struct GradScratch {
   MlpActs ds;              // [T, S]
   Tensor ds_out;           // [T, C]
   Tensor dsg_logit, dsg_w; // [T, 1]
+  // The router gradients in the activation dtype, for the router's matmul_backward (whose
+  // dout has the input's dtype); the f32 tensors themselves when the model is f32.
+  Tensor dlogits_act, dsg_logit_act;  // [T, E], [T, 1]
+  Tensor pad_save;         // f32 [1, C]: the embedding gradient's padding row, kept across the scatter
 };
 
 GradScratch alloc_grad_scratch(ActAlloc& a, const ModelConfig& cfg, int64_t T);
@@ -231,9 +244,11 @@ struct Model::Impl {
   ModelLimits limits;
   Ops& ops;
   ParamTable table;
-  Buffer params_buf, grads_buf;
+  Buffer params_buf, grads_buf, compute_buf;
   Tensor params, grads;        // f32 [table.size()]
-  model_detail::Weights w, g;  // views of params and grads (g empty unless training)
+  Tensor compute;              // the weights the forward reads: params (f32) or a bf16 copy
+  DType act_dtype = DType::f32;
+  model_detail::Weights w, g;  // views of compute (1-D ones of params) and grads (g empty unless training)
   Buffer rope_buf;
   RopeParams rope;
   float attn_scale = 1.0f;

@@ -53,6 +53,7 @@ void Model::init_weights(uint64_t seed) {
     std::fill_n(host.data() + embed.offset + *m.cfg.pad_token_id * C, C, 0.0f);
   }
   m.ops.allocator().copy_from_host(m.params.data, host.data(), host.size() * sizeof(float));
+  sync_compute_params();
 }
 
 }  // namespace grpo

@@ -43,6 +43,7 @@ void Model::load(const std::string& dir) {
       m.ops.allocator().copy_from_host(dst, staging.data(), staging.size() * sizeof(float));
     }
   }
+  sync_compute_params();
 }
 
 void Model::save(const std::string& dir, DType dtype, uint64_t max_shard_bytes) const {

@@ -68,12 +68,14 @@ Engine::Impl::Impl(Model& m, const EngineConfig& c, const Tokenizer* t)
   KvCacheConfig one;
   one.num_blocks = 1;
   one.block_size = c.block_size;
+  one.dtype = m.dtype();  // K and V are stored like the model's activations
   const int64_t block_bytes = int64_t(KvCache::bytes_needed(mc, one));
   GRPO_CHECK(c.kv_memory_bytes >= block_bytes, "engine: kv_memory_bytes is " << c.kv_memory_bytes
                                                    << ", less than one KV block (" << block_bytes << " bytes of "
                                                    << c.block_size << " tokens)");
   KvCacheConfig kc;
   kc.block_size = c.block_size;
+  kc.dtype = m.dtype();
   // KvCache's limits: 2^30 blocks, slot ids in i32.
   kc.num_blocks =
       std::min({c.kv_memory_bytes / block_bytes, int64_t(1) << 30, ((int64_t(1) << 31) - 1) / c.block_size});

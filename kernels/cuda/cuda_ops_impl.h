@@ -56,6 +56,7 @@ class CudaOps final : public Ops {
 
   Device device() const override { return Device::cuda; }
   std::string name() const override;
+  bool supports_storage(DType dt) const override { return dt == DType::f32 || dt == DType::bf16; }
   Allocator& allocator() override { return alloc_; }
 
   cudaStream_t stream() const { return stream_; }

@@ -96,6 +96,7 @@ void WeightStaging::apply(Model& model) const {
                "internal error: parameter " << name << " is " << p.str());
     device.copy_from_host(p.data, s.values.data(), s.values.size() * sizeof(float));
   }
+  model.sync_compute_params();
 }
 
 }  // namespace grpo::rollout

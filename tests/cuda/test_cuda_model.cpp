@@ -32,6 +32,8 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/dtype.h"
+#include "learner/optimizer.h"
 #include "policy/kv_cache.h"
 #include "policy/model.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -103,6 +105,7 @@ Models make_models(Ops& dev, const ModelConfig& cfg, const ModelLimits& limits, 
   m.dev = std::make_unique<Model>(cfg, dev, dev_limits ? *dev_limits : limits);
   const Tensor src = m.cpu->params(), dst = m.dev->params();
   dev.allocator().copy_from_host(dst.data, src.data, src.nbytes());
+  m.dev->sync_compute_params();  // a bf16 model's compute copy
   return m;
 }
 
@@ -443,6 +446,239 @@ TEST_P(CudaModel, GreedyGenerationMatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(ModelArchs, CudaModel, ::testing::ValuesIn(kArchs),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+// ---- bf16 storage ---------------------------------------------------------------------------------
+//
+// The bf16 model (bf16 weight copy, activations and KV cache; f32 statistics, master weights
+// and gradients) against the f32 CPU model with the same master weights. bf16 keeps 8
+// significant bits (relative rounding 2^-9 = 2e-3 per value); the tiny models round weights
+// and every activation (~20 roundings along a layer's path), so their log-probs move by about
+// 1e-3 relative, gradients by about 1e-2. Tolerances (relative L2): outputs and logits 2e-2,
+// gradients per kind 5e-2, an order of magnitude below what a wrong term costs (a dropped
+// residual, a missing norm or a wrong expert moves them by 0.1 to 1). Routing: bf16 router
+// inputs can flip near-tied experts, so the forward and backward comparisons replay the CPU's
+// routing (the gradients of the experts then belong to the same tokens), and the agreement of
+// the GPU's own routing with the CPU's is printed and must be at least 90%.
+constexpr double kTolBf16 = 2e-2, kTolBf16Grad = 5e-2;
+
+ModelLimits bf16(ModelLimits l) {
+  l.dtype = DType::bf16;
+  return l;
+}
+
+double routing_agreement(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  if (a.empty() || a.size() != b.size()) return a.size() == b.size() ? 1.0 : 0.0;
+  size_t same = 0;
+  for (size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
+  return double(same) / double(a.size());
+}
+
+class CudaModelBf16 : public ::testing::TestWithParam<std::string> {};
+
+// The compute copy is the master rounded to bf16 (round to nearest even).
+TEST_P(CudaModelBf16, ComputeCopyIsTheRoundedMaster) {
+  GRPO_REQUIRE_GPU();
+  const ModelConfig cfg = test::test_config(GetParam());
+  const ModelLimits limits{.max_tokens = 16, .max_seqs = 2, .training = false};
+  Models m = make_models(gpu(), cfg, limits, 5, nullptr);
+  Model g(cfg, gpu(), bf16(limits));
+  EXPECT_EQ(g.dtype(), DType::bf16);
+  ASSERT_EQ(g.compute_params().dtype, DType::bf16);
+  gpu().allocator().copy_from_host(g.params().data, m.cpu->params().data, m.cpu->params().nbytes());
+  g.sync_compute_params();
+  const std::vector<float> master = test::read_tensor(m.cpu->params());
+  const std::vector<uint16_t> copy = to_host<uint16_t>(gpu(), g.compute_params());
+  ASSERT_EQ(copy.size(), master.size());
+  size_t wrong = 0;
+  for (size_t i = 0; i < master.size(); ++i) wrong += copy[i] != f32_to_bf16(master[i]);
+  EXPECT_EQ(wrong, 0u);
+}
+
+TEST_P(CudaModelBf16, ForwardMatchesCpu) {
+  GRPO_REQUIRE_GPU();
+  const ModelConfig cfg = test::test_config(GetParam());
+  const ModelLimits limits{.max_tokens = 64, .max_seqs = 8, .training = false};
+  const ModelLimits dev_limits = bf16(limits);
+  Models m = make_models(gpu(), cfg, limits, 17, &dev_limits);
+  const test::RefInput in = test::make_batch({7, 12, 5, 1, 9}, cfg.vocab_size, 3);
+  for (float temperature : {1.0f, 0.7f}) {
+    RunSpec s;
+    s.temperature = temperature;
+    s.aux = cfg.is_moe();
+    const Outputs ref = run_model(*m.cpu, in, s);
+    const Outputs own = run_model(*m.dev, in, s);  // the GPU's own routing
+    const double agree = routing_agreement(own.routing, ref.routing);
+    EXPECT_GE(agree, 0.9) << GetParam() << ": bf16 routing agrees with the CPU's on " << agree;
+    if (cfg.is_moe()) s.replay = &ref.routing;
+    const Outputs dev = run_model(*m.dev, in, s);
+    const std::string what = GetParam() + " bf16 T=" + std::to_string(temperature);
+    EXPECT_REL(what + " logprob", dev.logprob, ref.logprob, kTolBf16);
+    EXPECT_REL(what + " entropy", dev.entropy, ref.entropy, kTolBf16);
+    EXPECT_NEAR(dev.aux, ref.aux, kTolBf16 * std::max(1.0, double(std::fabs(ref.aux)))) << what << " aux loss";
+    std::printf("[cuda model bf16] %s T=%.1f: logprob rel err %.3g (max abs %.3g), entropy rel err %.3g, "
+                "routing agreement %.4f\n",
+                GetParam().c_str(), temperature, rel_err(dev.logprob, ref.logprob),
+                max_abs_diff(dev.logprob, ref.logprob), rel_err(dev.entropy, ref.entropy), agree);
+  }
+}
+
+// Backward (stored activations and recomputation): f32 gradients from bf16 activations.
+TEST_P(CudaModelBf16, BackwardMatchesCpu) {
+  GRPO_REQUIRE_GPU();
+  const ModelConfig cfg = test::test_config(GetParam());
+  const ModelLimits limits{.max_tokens = 64, .max_seqs = 8};
+  for (bool recompute : {false, true}) {
+    ModelLimits dev_limits = bf16(limits);
+    dev_limits.recompute = recompute;
+    Models m = make_models(gpu(), cfg, limits, 23, &dev_limits);
+    const test::RefInput in = test::make_batch({6, 9, 4, 13}, cfg.vocab_size, 5);
+    RunSpec s = backward_spec(cfg, int64_t(in.tokens.size()));
+    const Outputs first = run_model(*m.cpu, in, s);
+    if (cfg.is_moe()) s.replay = &first.routing;
+    const Outputs ref = run_model(*m.cpu, in, s), dev = run_model(*m.dev, in, s);
+    const std::string what = GetParam() + (recompute ? " bf16 recompute" : " bf16");
+    EXPECT_REL(what + " logprob", dev.logprob, ref.logprob, kTolBf16);
+    std::map<std::string, std::pair<std::vector<float>, std::vector<float>>> kinds;
+    for (const ParamEntry& e : m.cpu->table().entries()) {
+      auto& [d, r] = kinds[test::param_kind(e.name)];
+      d.insert(d.end(), dev.grads.begin() + e.offset, dev.grads.begin() + e.offset + e.numel());
+      r.insert(r.end(), ref.grads.begin() + e.offset, ref.grads.begin() + e.offset + e.numel());
+    }
+    double worst = 0;
+    std::string worst_kind;
+    for (const auto& [kind, dr] : kinds) {
+      const double err = rel_err(dr.first, dr.second);
+      if (err > worst) worst = err, worst_kind = kind;
+      EXPECT_REL(what + " grad " + kind, dr.first, dr.second, kTolBf16Grad);
+    }
+    std::printf("[cuda model bf16] %s: logprob rel err %.3g, worst gradient kind %s rel err %.3g\n", what.c_str(),
+                rel_err(dev.logprob, ref.logprob), worst_kind.c_str(), worst);
+  }
+}
+
+// Greedy decoding with a bf16 KV cache, the CPU teacher-forced on the GPU's tokens: the
+// logits of every prefill and decode step stay within the bf16 tolerance, and wherever the
+// CPU's top-2 gap exceeds twice the step's largest logit difference, the tokens agree.
+TEST_P(CudaModelBf16, GreedyDecodingTracksCpu) {
+  GRPO_REQUIRE_GPU();
+  const ModelConfig cfg = test::test_config(GetParam());
+  const int64_t V = cfg.vocab_size;
+  ModelLimits limits;
+  limits.max_tokens = 64;
+  limits.max_seqs = 8;
+  limits.training = false;
+  limits.max_decode_tokens = 32;
+  limits.max_decode_seqs = 4;
+  const ModelLimits dev_limits = bf16(limits);
+  Models m = make_models(gpu(), cfg, limits, 44, &dev_limits);
+  const std::vector<int> prompt = {5, 1, 9, 13};
+  const test::RefInput in = test::make_batch(prompt, V, 77);
+  KvCacheConfig kc;
+  kc.num_blocks = 40;
+  kc.block_size = 4;
+  KvCacheConfig kc16 = kc;
+  kc16.dtype = DType::bf16;
+  Decoder c(*m.cpu, kc), g(*m.dev, kc16);
+  for (Decoder* d : {&c, &g})
+    for (size_t s = 0; s < prompt.size(); ++s) d->ids.push_back(d->cache.add_sequence());
+  EXPECT_EQ(g.cache.k(0).dtype, DType::bf16);
+  std::vector<size_t> all;
+  std::vector<int64_t> n;
+  for (size_t s = 0; s < prompt.size(); ++s) {
+    all.push_back(s);
+    n.push_back(prompt[s]);
+  }
+  Decoder::Out go = g.step(all, in.tokens, n), co = c.step(all, in.tokens, n);
+  EXPECT_REL(GetParam() + " bf16 prefill logits", go.logits, co.logits, kTolBf16);
+  int same = 0, total = 0, decided = 0;
+  double worst = rel_err(go.logits, co.logits);
+  for (int i = 0; i < 20; ++i) {
+    double gap_unused = INFINITY;
+    const std::vector<int32_t> gt = greedy(go.logits, V, &gap_unused);
+    const double err = max_abs_diff(go.logits, co.logits);
+    for (size_t b = 0; b < prompt.size(); ++b) {
+      const std::vector<float> row(co.logits.begin() + int64_t(b) * V, co.logits.begin() + int64_t(b + 1) * V);
+      double cpu_gap = INFINITY;
+      const int32_t ct = greedy(row, V, &cpu_gap)[0];
+      ++total;
+      same += ct == gt[b];
+      if (cpu_gap > 2 * err) {
+        ++decided;
+        EXPECT_EQ(gt[b], ct) << GetParam() << " step " << i << " sequence " << b << ": CPU gap " << cpu_gap
+                             << ", logit error " << err;
+      }
+    }
+    go = g.step(all, gt, {});
+    co = c.step(all, gt, {});  // teacher-forced on the GPU's tokens
+    worst = std::max(worst, rel_err(go.logits, co.logits));
+    EXPECT_REL(GetParam() + " bf16 decode step " + std::to_string(i) + " logits", go.logits, co.logits, kTolBf16);
+  }
+  std::printf("[cuda model bf16] %s: 20 greedy steps x %zu sequences, %d/%d tokens as the CPU's (%d clear-cut), "
+              "worst logits rel err %.3g\n",
+              GetParam().c_str(), prompt.size(), same, total, decided, worst);
+}
+
+// Optimizer::step updates the f32 master and the bf16 copy in one pass: the copy stays the
+// rounded master, and the master moves as the CPU's does from the same gradients.
+TEST_P(CudaModelBf16, OptimizerKeepsTheCopyRounded) {
+  GRPO_REQUIRE_GPU();
+  const ModelConfig cfg = test::test_config(GetParam());
+  const ModelLimits limits{.max_tokens = 64, .max_seqs = 8};
+  const ModelLimits dev_limits = bf16(limits);
+  Models m = make_models(gpu(), cfg, limits, 31, &dev_limits);
+  const test::RefInput in = test::make_batch({6, 9, 4}, cfg.vocab_size, 8);
+  RunSpec s = backward_spec(cfg, int64_t(in.tokens.size()));
+  OptimizerConfig oc;
+  oc.schedule.lr = 1e-2;
+  oc.weight_decay = 0.1;
+  oc.max_grad_norm = 0.0;
+  Optimizer og(*m.dev, oc), ocpu(*m.cpu, oc);
+  const std::vector<float> before = test::read_tensor(m.cpu->params());
+  for (int step = 0; step < 2; ++step) {
+    const Outputs ref = run_model(*m.cpu, in, s);
+    if (cfg.is_moe()) s.replay = &ref.routing;
+    run_model(*m.dev, in, s);
+    s.replay = nullptr;
+    // The same gradients on both sides: the CPU's, so that only the update is compared.
+    gpu().allocator().copy_from_host(m.dev->grads().data, ref.grads.data(), ref.grads.size() * sizeof(float));
+    ocpu.step();
+    og.step();
+  }
+  const std::vector<float> want = test::read_tensor(m.cpu->params()), got = to_host<float>(gpu(), m.dev->params());
+  EXPECT_REL(GetParam() + " master after 2 AdamW steps", got, want, 1e-5);
+  EXPECT_GT(max_abs_diff(want, before), 1e-3) << "the optimizer did not move the weights";
+  const std::vector<uint16_t> copy = to_host<uint16_t>(gpu(), m.dev->compute_params());
+  size_t wrong = 0;
+  for (size_t i = 0; i < got.size(); ++i) wrong += copy[i] != f32_to_bf16(got[i]);
+  EXPECT_EQ(wrong, 0u) << "entries of the bf16 copy that are not the rounded master";
+}
+
+INSTANTIATE_TEST_SUITE_P(ModelArchs, CudaModelBf16, ::testing::ValuesIn(kArchs),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+// A bf16 model needs a bf16 KV cache (and the reverse): one clear error, nothing decoded.
+TEST(CudaModelBf16Errors, CacheDtypeMustMatch) {
+  GRPO_REQUIRE_GPU();
+  const ModelConfig cfg = test::test_config("qwen3");
+  ModelLimits limits;
+  limits.max_tokens = 8;
+  limits.max_seqs = 1;
+  limits.training = false;
+  limits.max_decode_tokens = 8;
+  limits.max_decode_seqs = 1;
+  limits.dtype = DType::bf16;
+  Model g(cfg, gpu(), limits);
+  KvCacheConfig kc;
+  kc.num_blocks = 4;
+  kc.block_size = 4;
+  KvCache cache(gpu(), cfg, kc);  // f32
+  const int64_t id = cache.add_sequence();
+  const Mem tok = to_device(gpu(), std::vector<int32_t>{1, 2}, {2});
+  const Mem logits = poisoned_on<float>(gpu(), {1, cfg.vocab_size});
+  const std::vector<int64_t> seqs = {id}, n = {2};
+  EXPECT_GRPO_ERROR(g.prefill(cache, seqs, tok, n, logits), "the KV cache is f32 but the model computes in bf16");
+  EXPECT_EQ(cache.length(id), 0);
+}
 
 // ---- checkpoints across devices ------------------------------------------------------------------
 

@@ -1,9 +1,13 @@
 // GPU tests (ctest label "gpu"): skipped cleanly where no GPU is present.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/error.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_runtime.h"
 
 namespace grpo {
@@ -14,10 +18,33 @@ namespace {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU: " << cuda_unavailable_reason();        \
   } while (0)
 
+// Where a GPU is present, the test runs itself again in a child that sees none
+// (CUDA_VISIBLE_DEVICES empty), so the no-GPU path is checked on GPU machines too.
 TEST(CudaRuntime, NoGpuIsAClearErrorNotACrash) {
-  if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is present: " << cuda_device_description();
+  if (cuda_device_count() > 0) {
+    const std::string cmd = "CUDA_VISIBLE_DEVICES= /proc/self/exe --gtest_filter=CudaRuntime.NoGpuIsAClearErrorNotACrash 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string out;
+    char buf[512];
+    while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    const int status = ::pclose(p);
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_NE(out.find("[  PASSED  ] 1 test"), std::string::npos) << out;
+    EXPECT_EQ(out.find("SKIPPED"), std::string::npos) << "the child still saw a GPU:\n" << out;
+    return;
+  }
   EXPECT_FALSE(cuda_unavailable_reason().empty());
   EXPECT_THROW(cuda_require_device(), Error);
+  // The backend a command would build says so in one line.
+  try {
+    make_cuda_ops(0);
+    ADD_FAILURE() << "make_cuda_ops succeeded without a GPU";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    EXPECT_FALSE(msg.empty());
+  }
 }
 
 TEST(CudaRuntime, BufferRoundTripAndArena) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "policy/kv_cache.h"
 #include "tests/policy/model_test_util.h"
 #include "tests/test_util.h"
 
@@ -222,6 +223,28 @@ TEST(ModelLimitsCheck, LargerBatchIsAnErrorNamingTheLimit) {
     EXPECT_NE(std::string(e.what()).find("max_tokens = 16"), std::string::npos) << e.what();
   }
   EXPECT_THROW(model.backward(lp, Tensor{}, 0.0f), Error);  // no forward with grad yet
+}
+
+// bf16 storage needs a backend that stores bf16: on the CPU backend the model and the KV cache
+// say so in one line (and a dtype that no model stores is refused anywhere).
+TEST(ModelLimitsCheck, Bf16OnTheCpuBackendIsAClearError) {
+  const ModelConfig cfg = model_preset("qwen3_moe", "tiny");
+  auto ops = make_cpu_ops();
+  ModelLimits limits = train_limits(16, 2);
+  limits.dtype = DType::bf16;
+  EXPECT_GRPO_ERROR(Model(cfg, *ops, limits), "dtype bf16 needs a backend that stores it", "cpu backend");
+  limits.dtype = DType::i32;
+  EXPECT_GRPO_ERROR(Model(cfg, *ops, limits), "ModelLimits::dtype is i32, expected f32 or bf16");
+  KvCacheConfig kc;
+  kc.num_blocks = 2;
+  kc.dtype = DType::bf16;
+  EXPECT_GRPO_ERROR(KvCache(*ops, cfg, kc), "kv cache: the cpu backend does not store bf16");
+  kc.dtype = DType::f16;
+  EXPECT_GRPO_ERROR(KvCache(*ops, cfg, kc), "kv cache: dtype is f16, expected f32 or bf16");
+  // f32 (the default) works, and the compute copy is the master itself.
+  Model model(cfg, *ops, train_limits(16, 2));
+  EXPECT_EQ(model.dtype(), DType::f32);
+  EXPECT_EQ(model.compute_params().data, model.params().data);
 }
 
 }  // namespace
