@@ -70,6 +70,7 @@ std::string run_bench_learner(const BenchLearnerOptions& in) {
   train.max_tokens = std::max(o.micro_batch_tokens, seq);
   train.max_seqs = std::max<int64_t>(1, train.max_tokens / seq + 1);
   train.training = true;
+  train.dtype = resolve_dtype(o.dtype, *ops);
   std::unique_ptr<Model> policy = make_model(o, *ops, train);
   ModelLimits score = train;
   score.training = false;
@@ -133,6 +134,7 @@ std::string run_bench_learner(const BenchLearnerOptions& in) {
   doc["model"] = o.model.empty() ? "preset:" + o.preset : o.model;
   doc["config"] = model_config_json(cfg);
   doc["device"] = describe_device(dc);
+  doc["dtype"] = dtype_name(train.dtype);
   doc["threads"] = omp_get_max_threads();
   doc["batch"] = {{"prompts", o.prompts}, {"group_size", o.group_size}, {"prompt_tokens", o.prompt_tokens},
                   {"completion_tokens", o.completion_tokens}, {"tokens", last.tokens},

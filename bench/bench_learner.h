@@ -12,6 +12,7 @@ struct BenchLearnerOptions {
   std::string arch;              // model_type of a random-weight preset
   std::string preset = "small";  // with arch: tiny or small
   std::string device = "cpu";    // auto, cpu, cuda or cuda:N
+  std::string dtype = "auto";    // model storage: auto (bf16 on CUDA, f32 on the CPU), f32, bf16
   int64_t prompts = 4;           // groups in the batch
   int64_t group_size = 8;        // completions per prompt (G)
   int64_t prompt_tokens = 64;

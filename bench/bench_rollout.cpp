@@ -130,7 +130,8 @@ std::string run_bench_rollout(const BenchRolloutOptions& o) {
   rollout::EngineConfig ec;
   ec.max_batch = o.max_batch;
   if (o.kv_memory > 0) ec.kv_memory_bytes = o.kv_memory;
-  const ModelLimits limits = rollout::engine_model_limits(ec);
+  ModelLimits limits = rollout::engine_model_limits(ec);
+  limits.dtype = resolve_dtype(o.dtype, *ops);
   std::unique_ptr<Model> model;
   std::string source;
   if (!o.model.empty()) {
@@ -160,6 +161,7 @@ std::string run_bench_rollout(const BenchRolloutOptions& o) {
   doc["model"] = source;
   doc["config"] = config_json(cfg);
   doc["device"] = describe_device(dc);
+  doc["dtype"] = dtype_name(limits.dtype);
   doc["threads"] = omp_get_max_threads();
   doc["prompt_tokens"] = P;
   doc["max_new_tokens"] = M;

@@ -14,6 +14,7 @@ struct BenchRolloutOptions {
   std::string preset = "small";             // with arch: tiny or small
   std::string config;                       // or a config.json (random weights)
   std::string device = "cpu";               // auto, cpu, cuda or cuda:N (kernels/backend.h)
+  std::string dtype = "auto";               // model storage: auto (bf16 on CUDA, f32 on the CPU), f32, bf16
   int64_t prompt_tokens = 0;                // tokens per prompt (0: 64; --quick 16)
   int64_t max_tokens = 0;                   // new tokens per sample (0: 16; --quick 8)
   int64_t kv_memory = 0;                    // KV cache bytes (0: EngineConfig's default)

@@ -75,6 +75,9 @@ void add_bench_commands(CLI::App& app, Runner& run) {
                   "Model preset: tiny, small or gpu (Qwen3-MoE-like, ~2B parameters, for one 80 GB GPU)");
   mod->add_option("--config", margs->options.config, "A config.json (or its folder) instead of --arch/--preset");
   mod->add_option("--device", margs->options.device, "Backend: auto, cpu, cuda or cuda:N");
+  mod->add_option("--dtype", margs->options.dtype,
+                  "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")
+      ->capture_default_str();
   mod->add_option("--train-tokens", margs->options.train_tokens, "Tokens of the packed training batch")
       ->check(CLI::PositiveNumber);
   mod->add_option("--seq-len", margs->options.seq_len, "Sequence length in the training batch")
@@ -110,6 +113,7 @@ void add_bench_commands(CLI::App& app, Runner& run) {
   roll->add_option("--preset", ro.preset, "With --arch: tiny or small");
   roll->add_option("--config", ro.config, "A config.json (or its folder): a random model of that shape");
   roll->add_option("--device", ro.device, "Backend: auto, cpu, cuda or cuda:N");
+  roll->add_option("--dtype", ro.dtype, "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")->capture_default_str();
   roll->add_option("--prompt-tokens", ro.prompt_tokens, "Tokens per prompt (default 64)")->check(CLI::PositiveNumber);
   roll->add_option("--max-tokens", ro.max_tokens, "New tokens per sample (default 16)")->check(CLI::PositiveNumber);
   roll->add_option("--kv-memory", ro.kv_memory, "KV cache bytes, e.g. 256MiB (default: the engine's)")
@@ -136,6 +140,7 @@ void add_bench_commands(CLI::App& app, Runner& run) {
   learn->add_option("--arch", lo.arch, "model_type of a random-weight preset (llama, qwen2, qwen3, qwen2_moe, ...)");
   learn->add_option("--preset", lo.preset, "With --arch: tiny or small");
   learn->add_option("--device", lo.device, "Backend: auto, cpu, cuda or cuda:N");
+  learn->add_option("--dtype", lo.dtype, "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")->capture_default_str();
   learn->add_option("--prompts", lo.prompts, "Groups in the batch")->check(CLI::PositiveNumber);
   learn->add_option("--group-size", lo.group_size, "Completions per prompt (G)")->check(CLI::PositiveNumber);
   learn->add_option("--prompt-tokens", lo.prompt_tokens, "Tokens per prompt")->check(CLI::PositiveNumber);

@@ -31,7 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct EvalArgs {
-  std::string model, data, format = "raw", template_text = "{prompt}", checker, device = "auto", json;
+  std::string model, data, format = "raw", template_text = "{prompt}", checker, device = "auto", dtype = "auto", json;
   EvalOptions opt;
   int64_t max_batch = 64;
 };
@@ -51,6 +51,9 @@ int run_eval_command(const EvalArgs& a) {
   if (a.format == "raw") fo.template_text = a.template_text;
   const PromptFormat format = PromptFormat::create(fo, tok.special_tokens());
 
+  std::unique_ptr<Ops> ops = make_ops(a.device);
+  const DType dtype = resolve_dtype(a.dtype, *ops);
+
   // KV memory for a full batch of the longest prompt plus --max-tokens (preemption covers the
   // rest), like `grpo generate`.
   const ModelConfig mcfg = load_model_config(a.model);
@@ -60,9 +63,11 @@ int run_eval_command(const EvalArgs& a) {
   ec.max_batch = std::min<int64_t>(a.max_batch, a.opt.n * int64_t(problems.size()));
   const int64_t len = std::min<int64_t>(longest + a.opt.max_tokens, mcfg.max_position_embeddings);
   const int64_t blocks = ec.max_batch * ((len + ec.block_size - 1) / ec.block_size) + 1;
-  ec.kv_memory_bytes = int64_t(KvCache::bytes_needed(mcfg, {.num_blocks = blocks, .block_size = ec.block_size}));
-  std::unique_ptr<Ops> ops = make_ops(a.device);
-  std::unique_ptr<Model> model = load_model(a.model, *ops, rollout::engine_model_limits(ec));
+  ec.kv_memory_bytes =
+      int64_t(KvCache::bytes_needed(mcfg, {.num_blocks = blocks, .block_size = ec.block_size, .dtype = dtype}));
+  ModelLimits limits = rollout::engine_model_limits(ec);
+  limits.dtype = dtype;
+  std::unique_ptr<Model> model = load_model(a.model, *ops, limits);
   rollout::Engine engine(*model, ec, &tok);
 
   const EvalResult r = run_eval(engine, tok, format, problems, registry, a.opt);
@@ -110,6 +115,9 @@ void add_eval_command(CLI::App& app, Runner& run) {
   cmd->add_option("--checker", a->checker, "Score every problem with this checker (default: each record's \"checker\")");
   cmd->add_option("--threshold", a->opt.correct_threshold, "A sample is correct when its reward >= this");
   cmd->add_option("--device", a->device, "Backend: auto, cpu, cuda or cuda:N");
+  cmd->add_option("--dtype", a->dtype, "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")
+      ->check(CLI::IsMember({"auto", "f32", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--json", a->json, "Also write the metrics and every sample's score to this file");
   cmd->add_option("--seed", a->opt.seed, "Sampling seed: the same seed gives the same samples");
   cmd->add_option("--max-batch", a->max_batch, "Sequences decoded together")->check(at_least(1));

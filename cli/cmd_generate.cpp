@@ -35,7 +35,7 @@ namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
 
 struct GenerateArgs {
-  std::string model, prompt, format = "raw", system, device = "auto";
+  std::string model, prompt, format = "raw", system, device = "auto", dtype = "auto";
   int64_t n = 1, max_tokens = 256, top_k = 0, kv_memory = 0;
   uint64_t seed = 0;
   float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f;
@@ -106,17 +106,22 @@ int run_generate(const GenerateArgs& a) {
   s.stop_strings = a.stop;
   if (!a.ignore_eos) s.stop_token_ids = format.stop_ids(tok);
 
+  std::unique_ptr<Ops> ops = make_ops(a.device);
+  const DType dtype = resolve_dtype(a.dtype, *ops);
+
   // KV memory for the whole group without sharing (an upper bound), unless --kv-memory says.
   const ModelConfig mcfg = load_model_config(a.model);
   rollout::EngineConfig ec;
   ec.max_batch = a.n;
   const int64_t len = std::min<int64_t>(prompt_tokens + a.max_tokens, mcfg.max_position_embeddings);
   const int64_t blocks = a.n * ((len + ec.block_size - 1) / ec.block_size) + 1;
-  ec.kv_memory_bytes =
-      a.kv_memory > 0 ? a.kv_memory : int64_t(KvCache::bytes_needed(mcfg, {.num_blocks = blocks, .block_size = ec.block_size}));
+  ec.kv_memory_bytes = a.kv_memory > 0 ? a.kv_memory
+                                       : int64_t(KvCache::bytes_needed(
+                                             mcfg, {.num_blocks = blocks, .block_size = ec.block_size, .dtype = dtype}));
 
-  std::unique_ptr<Ops> ops = make_ops(a.device);
-  std::unique_ptr<Model> model = load_model(a.model, *ops, rollout::engine_model_limits(ec));
+  ModelLimits limits = rollout::engine_model_limits(ec);
+  limits.dtype = dtype;
+  std::unique_ptr<Model> model = load_model(a.model, *ops, limits);
   rollout::Engine engine(*model, ec, &tok);
 
   const bool stream = a.n == 1 && !a.json && (a.stream || isatty(fileno(stdout)));
@@ -180,6 +185,9 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--stop", args->stop, "Stop strings (the completion ends with the first one produced)");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Do not stop at EOS / end of turn: generate --max-tokens");
   cmd->add_option("--device", args->device, "Backend: auto, cpu, cuda or cuda:N");
+  cmd->add_option("--dtype", args->dtype, "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")
+      ->check(CLI::IsMember({"auto", "f32", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--kv-memory", args->kv_memory, "KV cache bytes, e.g. 512MiB (default: what the group needs)")
       ->transform(CLI::AsSizeValue(false))
       ->check(positive);

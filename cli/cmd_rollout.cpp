@@ -3,6 +3,8 @@
 // over gRPC (rollout/service/server.h). Prints `listening on HOST:PORT` as the first line of
 // stdout, so a parent process can start workers on port 0; logs go to stderr.
 //   grpo rollout serve --model ckpt --listen 127.0.0.1:0 --kv-memory 2G --metrics-listen 127.0.0.1:9101
+// --dtype (auto: bf16 on CUDA, f32 on the CPU) is the storage of the weights the engine reads
+// and of its KV cache; pushed weights arrive as f32 or bf16 either way (rollout/service/weights.h).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -32,7 +34,7 @@ namespace grpo::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, listen = "127.0.0.1:50051", device = "auto", auth_token_file, metrics_listen;
+  std::string model, listen = "127.0.0.1:50051", device = "auto", dtype = "auto", auth_token_file, metrics_listen;
   int64_t max_batch = 64;
   int64_t kv_memory = int64_t(256) << 20;
   int64_t max_message_bytes = 64 << 20;
@@ -64,7 +66,9 @@ int run_serve(const ServeArgs& a) {
   DeviceChoice device = resolve_device(a.device);
   options.device_description = describe_device(device);
   std::unique_ptr<Ops> ops = make_ops(device);
-  std::unique_ptr<Model> model = load_model(a.model, *ops, rollout::engine_model_limits(ec));
+  ModelLimits limits = rollout::engine_model_limits(ec);
+  limits.dtype = resolve_dtype(a.dtype, *ops);
+  std::unique_ptr<Model> model = load_model(a.model, *ops, limits);
   rollout::Engine engine(*model, ec, tokenizer.get());
   rollout::RolloutServer server(engine, tokenizer.get(), options);
 
@@ -73,8 +77,8 @@ int run_serve(const ServeArgs& a) {
   std::fflush(stdout);
   const rollout::EngineStats stats = engine.stats();
   GRPO_LOG(info, "rollout worker on " << server.address() << ": " << a.model << " (" << model->config().model_type
-                                      << ") on " << options.device_description << ", max batch " << a.max_batch << ", "
-                                      << stats.kv_blocks_total << " KV blocks"
+                                      << ", " << dtype_name(model->dtype()) << ") on " << options.device_description
+                                      << ", max batch " << a.max_batch << ", " << stats.kv_blocks_total << " KV blocks"
                                       << (tokenizer ? "" : ", no tokenizer (token-id prompts only)")
                                       << (options.auth_token.empty() ? ", no auth" : ", bearer token"));
   if (!server.metrics_address().empty())
@@ -107,6 +111,9 @@ void add_rollout_commands(CLI::App& app, Runner& run) {
       ->transform(CLI::AsSizeValue(false))
       ->check(CLI::PositiveNumber);
   serve->add_option("--device", args->device, "Backend: auto, cpu, cuda or cuda:N")->capture_default_str();
+  serve->add_option("--dtype", args->dtype, "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")
+      ->check(CLI::IsMember({"auto", "f32", "bf16"}))
+      ->capture_default_str();
   serve->add_option("--auth-token-file", args->auth_token_file, "Require 'authorization: Bearer <token in this file>'");
   serve->add_option("--max-message-bytes", args->max_message_bytes, "Cap on each request, response and weight chunk, bytes")
       ->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}))

@@ -133,6 +133,7 @@ SftConfig parse_sft_config(ConfigNode& root) {
   GRPO_CHECK(c.save_every >= 0, root.key_path("save_every") << " must be >= 0, got " << c.save_every);
   GRPO_CHECK(c.keep_last >= 0, root.key_path("keep_last") << " must be >= 0, got " << c.keep_last);
   c.device = root.get<std::string>("device", c.device);
+  c.dtype = root.get_choice("dtype", c.dtype, {"auto", "f32", "bf16"});
   root.finish();
   return c;
 }
@@ -162,6 +163,7 @@ std::string sft_config_json(const SftConfig& c) {
   j["save_every"] = c.save_every;
   j["keep_last"] = c.keep_last;
   j["device"] = c.device;
+  j["dtype"] = c.dtype;
   return j.dump(2);
 }
 
@@ -296,6 +298,7 @@ SftTrainer::SftTrainer(const SftConfig& config, bool quiet) : config_(config), q
   limits.max_tokens = c.tokens_per_batch;
   limits.max_seqs = c.max_seqs_per_batch;
   limits.training = true;
+  limits.dtype = resolve_dtype(c.dtype, *m.ops);
   if (!c.model_dir.empty()) {
     m.model = load_model(c.model_dir, *m.ops, limits);
     m.tokenizer_dir = c.model_dir;

@@ -16,7 +16,8 @@
 //    "tokens_per_batch": 4096, "max_seqs_per_batch": 64,
 //    "epochs": 1, "steps": 0,   steps > 0 wins over epochs (the data cycles)
 //    "optimizer": {...},        optimizer.h (linear/cosine need total_steps)
-//    "seed": 0, "run_dir": "runs/sft", "save_every": 0, "keep_last": 0, "device": "auto"}
+//    "seed": 0, "run_dir": "runs/sft", "save_every": 0, "keep_last": 0, "device": "auto",
+//    "dtype": "auto"}           model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16
 //
 // An example is  encode(format.render(prompt)) + encode(completion) + [eos]; position t
 // predicts token t + 1, and only positions whose target is a completion token (or the eos)
@@ -70,6 +71,7 @@ struct SftConfig {
   int64_t save_every = 0;
   int64_t keep_last = 0;
   std::string device = "auto";
+  std::string dtype = "auto";                     // auto | f32 | bf16 (kernels/backend.h resolve_dtype)
 };
 
 // Reads and checks the whole config (finishes the node: unknown keys are errors).

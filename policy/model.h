@@ -137,12 +137,14 @@ class Model {
   // (tokens i32 [sum num_tokens] on the device, grouped by sequence, continuing at the
   // sequence's cached length), writes their K/V into the cache and returns the logits of
   // each sequence's last new token: logits f32 [B, V] (temperature not applied).
-  // routing (optional) i32 [num_moe_layers, sum num_tokens, K] receives the experts used.
+  // routing (optional) i32 [num_moe_layers, sum num_tokens, K] receives the experts used;
+  // replay (optional, same shape) routes each new token to the given experts instead of the
+  // router's top-k (the gate weights recomputed for them), as ForwardOptions::replay_routing.
   void prefill(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, std::span<const int64_t> num_tokens,
-               Tensor logits, Tensor routing = {});
+               Tensor logits, Tensor routing = {}, Tensor replay = {});
   // One new token per sequence: tokens i32 [B].
   void decode_step(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, Tensor logits,
-                   Tensor routing = {});
+                   Tensor routing = {}, Tensor replay = {});
 
   // Bytes of the two activation arenas (training, decoding).
   size_t training_arena_bytes() const;

@@ -31,7 +31,7 @@ DecodeState alloc_decode_state(ActAlloc& a, const ModelConfig& cfg, int64_t T, i
 }  // namespace model_detail
 
 void Model::Impl::extend(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens,
-                         std::span<const int64_t> num_tokens, Tensor logits, Tensor routing) {
+                         std::span<const int64_t> num_tokens, Tensor logits, Tensor routing, Tensor replay) {
   GRPO_CHECK(decode_arena, "model decoding: the model was built with ModelLimits::max_decode_tokens = 0");
   const int64_t B = int64_t(seq_ids.size());
   GRPO_CHECK(B >= 1 && int64_t(num_tokens.size()) == B,
@@ -65,6 +65,12 @@ void Model::Impl::extend(KvCache& cache, std::span<const int64_t> seq_ids, Tenso
                    routing.shape[0] == num_moe && routing.shape[1] == T && routing.shape[2] == K,
                "model decoding: routing is " << routing.str() << ", expected i32[" << num_moe << ", " << T << ", "
                                              << K << "] (MoE models only)");
+  }
+  if (replay.defined()) {
+    GRPO_CHECK(num_moe > 0 && replay.dtype == DType::i32 && replay.device == dev && replay.ndim == 3 &&
+                   replay.shape[0] == num_moe && replay.shape[1] == T && replay.shape[2] == K,
+               "model decoding: replay is " << replay.str() << ", expected i32[" << num_moe << ", " << T << ", " << K
+                                            << "] (MoE models only)");
   }
   GRPO_CHECK(cache.num_layers() == cfg.num_hidden_layers && cache.k(0).shape[2] == cfg.num_key_value_heads &&
                  cache.k(0).shape[3] == cfg.head_dim,
@@ -132,6 +138,7 @@ void Model::Impl::extend(KvCache& cache, std::span<const int64_t> seq_ids, Tenso
     RouteCall route;
     const int64_t mo = moe_ordinal[size_t(l)];
     if (mo >= 0 && routing.defined()) route.record_ids = routing.rows(mo, mo + 1).view({T, K});
+    if (mo >= 0 && replay.defined()) route.replay_ids = replay.rows(mo, mo + 1).view({T, K});
     layer_forward(l, d.acts, x, y, d.proj, call, route);
     std::swap(x, y);
   }
@@ -142,14 +149,14 @@ void Model::Impl::extend(KvCache& cache, std::span<const int64_t> seq_ids, Tenso
 }
 
 void Model::prefill(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens,
-                    std::span<const int64_t> num_tokens, Tensor logits, Tensor routing) {
-  impl_->extend(cache, seq_ids, tokens, num_tokens, logits, routing);
+                    std::span<const int64_t> num_tokens, Tensor logits, Tensor routing, Tensor replay) {
+  impl_->extend(cache, seq_ids, tokens, num_tokens, logits, routing, replay);
 }
 
 void Model::decode_step(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, Tensor logits,
-                        Tensor routing) {
+                        Tensor routing, Tensor replay) {
   const std::vector<int64_t> ones(seq_ids.size(), 1);
-  impl_->extend(cache, seq_ids, tokens, ones, logits, routing);
+  impl_->extend(cache, seq_ids, tokens, ones, logits, routing, replay);
 }
 
 }  // namespace grpo

@@ -268,7 +268,7 @@ struct Model::Impl {
                      const model_detail::AttnCall& call, const model_detail::RouteCall& route);
   // New tokens of a decoding call (model_decode.cpp).
   void extend(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, std::span<const int64_t> num_tokens,
-              Tensor logits, Tensor routing);
+              Tensor logits, Tensor routing, Tensor replay);
 };
 
 }  // namespace grpo

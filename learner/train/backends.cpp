@@ -54,11 +54,13 @@ std::string read_token(const std::string& path) {
 // The engine in this process, on its own copy of the policy (built with decoding limits).
 class ColocatedRollout : public RolloutBackend {
  public:
-  ColocatedRollout(const TrainConfig& c, Ops& ops, const Tokenizer* tok) {
+  ColocatedRollout(const TrainConfig& c, Ops& ops, DType dtype, const Tokenizer* tok) {
     rollout::EngineConfig ec;
     ec.max_batch = c.topology.worker_max_batch;
     ec.kv_memory_bytes = c.topology.worker_kv_memory;
-    model_ = load_model(c.model, ops, rollout::engine_model_limits(ec));
+    ModelLimits limits = rollout::engine_model_limits(ec);
+    limits.dtype = dtype;
+    model_ = load_model(c.model, ops, limits);
     engine_ = std::make_unique<rollout::Engine>(*model_, ec, tok);
   }
   void generate(const std::vector<PromptRequest>& prompts, const std::function<void(RemoteGroup)>& on_group) override {
@@ -74,6 +76,7 @@ class ColocatedRollout : public RolloutBackend {
     engine_->request_weight_update(version, false, [&policy](Model& m) {
       GRPO_CHECK(m.table().size() == policy.table().size(), "colocated rollout: parameter tables differ");
       m.ops().copy(m.params(), policy.params());
+      m.sync_compute_params();
     });
     engine_->run_until_idle();  // applies the update (nothing else is queued between steps)
     GRPO_CHECK(engine_->version() == version, "colocated rollout: the weight update did not apply");
@@ -297,7 +300,7 @@ class LocalRollout : public PoolRollout {
     o.name = "rollout worker " + std::to_string(i);
     o.argv = {exe_, "rollout", "serve", "--model", config_.model, "--listen", "127.0.0.1:0",
               "--max-batch", std::to_string(t.worker_max_batch), "--kv-memory", std::to_string(t.worker_kv_memory),
-              "--device", worker_device(i), "--shutdown-grace", "2"};
+              "--device", worker_device(i), "--dtype", config_.dtype, "--shutdown-grace", "2"};
     o.log_path = log_path(i);
     if (t.worker_threads > 0) o.env.push_back("OMP_NUM_THREADS=" + std::to_string(t.worker_threads));
     return std::make_unique<ChildProcess>(o);
@@ -451,7 +454,7 @@ Backends make_backends(const BackendContext& ctx) {
   Backends b;
   switch (c.topology.kind) {
     case TopologyKind::colocated:
-      b.rollout = std::make_unique<ColocatedRollout>(c, *ctx.ops, ctx.tokenizer);
+      b.rollout = std::make_unique<ColocatedRollout>(c, *ctx.ops, ctx.dtype, ctx.tokenizer);
       b.reward = std::make_unique<InProcessReward>(c.reward);
       break;
     case TopologyKind::remote:

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "learner/train/train_config.h"
 #include "rewards/service/batch.h"
 #include "rollout/service/client.h"
@@ -65,6 +66,7 @@ struct BackendContext {
   std::string executable;  // `grpo` for local children
   std::string run_dir;     // logs/ for the children's stderr
   Ops* ops = nullptr;      // colocated: the trainer's backend
+  DType dtype = DType::f32;  // colocated: the engine model's storage (config.dtype resolved on ops)
   const Tokenizer* tokenizer = nullptr;
   bool quiet = false;
 };

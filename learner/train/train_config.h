@@ -28,7 +28,12 @@
 //                 "rollout_addresses": [], "reward_address": "", "token_file": "",
 //                 "start_timeout_s": 120, "generate_timeout_s": 600, "max_worker_restarts": 3},
 //    "steps": 100, "seed": 0, "run_dir": "runs/grpo", "save_every": 0, "keep_last": 2,
-//    "samples_per_step": 4, "checkpoint_on_interrupt": true, "device": "auto", "threads": 0}
+//    "samples_per_step": 4, "checkpoint_on_interrupt": true, "device": "auto", "dtype": "auto",
+//    "threads": 0}
+//
+// dtype is the storage of every model the run builds (policy, reference, eval model, the
+// colocated engine's model, local workers via --dtype): "auto" (bf16 on CUDA, f32 on the CPU),
+// "f32" or "bf16" (kernels/backend.h resolve_dtype; bf16 on the CPU is an error at start).
 //
 // Paths are relative to the working directory. train_config_json() writes the effective config
 // (every default filled in) that parse_train_config() reads back: RUN_DIR/config.json.
@@ -130,6 +135,7 @@ struct TrainConfig {
   int64_t samples_per_step = 4;
   bool checkpoint_on_interrupt = true;
   std::string device = "auto";
+  std::string dtype = "auto";  // model storage: auto | f32 | bf16 (resolved against the device)
   int64_t threads = 0;  // OpenMP threads of the trainer process (0: default)
 };
 

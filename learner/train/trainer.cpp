@@ -208,6 +208,7 @@ struct Trainer::Impl {
   double run_eval_now(Json& line) {
     GRPO_ASSERT(eval_engine);
     eval_model->ops().copy(eval_model->params(), policy->params());
+    eval_model->sync_compute_params();
     EvalOptions eo;
     eo.n = c.eval.n;
     eo.temperature = c.eval.temperature;
@@ -249,13 +250,16 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options) : imp
   m.o = options;
   const TrainConfig& c = m.c;
   if (m.o.executable.empty()) m.o.executable = self_executable();
+  // The device and dtype first: a dtype the device cannot store fails before any base model run.
+  m.ops = make_ops(c.device);
+  const DType dtype = resolve_dtype(c.dtype, *m.ops);
   make_base_model(c, m.o.quiet);
 
-  m.ops = make_ops(c.device);
   ModelLimits limits;
   limits.max_tokens = std::max<int64_t>(c.learner.micro_batch_tokens, 1);
   limits.max_seqs = std::max<int64_t>(64, c.rollout.prompts_per_step * c.rollout.group_size);
   limits.training = true;
+  limits.dtype = dtype;
   m.policy = load_model(c.model, *m.ops, limits);
   GRPO_CHECK(fs::is_regular_file(fs::path(c.model) / "tokenizer.json"), "model " << c.model << " has no tokenizer.json");
   m.tok = std::make_unique<Tokenizer>(Tokenizer::from_dir(c.model));
@@ -294,7 +298,9 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options) : imp
     rollout::EngineConfig ec;
     ec.max_batch = std::min<int64_t>(64, c.topology.worker_max_batch);
     ec.kv_memory_bytes = c.topology.worker_kv_memory;
-    m.eval_model = load_model(c.model, *m.ops, rollout::engine_model_limits(ec));
+    ModelLimits el = rollout::engine_model_limits(ec);
+    el.dtype = dtype;
+    m.eval_model = load_model(c.model, *m.ops, el);
     m.eval_engine = std::make_unique<rollout::Engine>(*m.eval_model, ec, m.tok.get());
   }
 
@@ -303,6 +309,7 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options) : imp
   ctx.executable = m.o.executable;
   ctx.run_dir = c.run_dir;
   ctx.ops = m.ops.get();
+  ctx.dtype = dtype;
   ctx.tokenizer = m.tok.get();
   ctx.quiet = m.o.quiet;
   fs::create_directories(c.run_dir);
@@ -575,9 +582,9 @@ TrainSummary run_loop(Trainer::Impl& m, bool resumed) {
   GRPO_CHECK(m.metrics && m.samples && m.evals, "train: cannot write into " << c.run_dir);
   m.tb = std::make_unique<TensorBoardWriter>(m.run("tb").string());
   if (!m.o.quiet)
-    std::fprintf(stderr, "train: %s, %lld steps from step %lld; rollout: %s; reward: %s; run_dir %s\n", c.model.c_str(),
-                 (long long)c.steps, (long long)m.step, m.backends.rollout->describe().c_str(),
-                 m.backends.reward->describe().c_str(), c.run_dir.c_str());
+    std::fprintf(stderr, "train: %s (%s), %lld steps from step %lld; rollout: %s; reward: %s; run_dir %s\n",
+                 c.model.c_str(), dtype_name(m.policy->dtype()), (long long)c.steps, (long long)m.step,
+                 m.backends.rollout->describe().c_str(), m.backends.reward->describe().c_str(), c.run_dir.c_str());
   // A resumed run gives the workers the checkpoint's weights first; remote workers always get
   // them (they may serve anything).
   if (m.step > 0 || c.topology.kind == TopologyKind::remote) m.backends.rollout->update_weights(*m.policy, m.step);

@@ -23,10 +23,12 @@ set(cases
   "1|${m}~--data~${dir}/no_checker.jsonl|--checker"
   "1|${m}~--data~arithmetic:0:5|LEVEL"
   "1|--model~${dir}/absent~--data~${dir}/good.jsonl|${dir}/absent"
+  "1|${m}~--data~${dir}/good.jsonl~--device~cpu~--dtype~bf16|dtype bf16: the cpu backend computes in f32 only"
   "2|${m}~--data~${dir}/good.jsonl~--n~0|--n"
   "2|${m}~--data~${dir}/good.jsonl~--temperature~-1|--temperature"
   "2|${m}~--data~${dir}/good.jsonl~--max-tokens~0|--max-tokens"
   "2|${m}~--data~${dir}/good.jsonl~--format~yaml|--format"
+  "2|${m}~--data~${dir}/good.jsonl~--dtype~f16|--dtype"
   "2|${m}|--data"
   "2|--data~${dir}/good.jsonl|--model")
 foreach(case IN LISTS cases)

@@ -53,6 +53,12 @@ file(SHA256 ${dir}/b.out hb)
 file(SHA256 ${dir}/c.out hc)
 expect("--seed 7 twice" "the same output" ha STREQUAL hb)
 expect("--seed 7 and --seed 8" "different outputs" NOT ha STREQUAL hc)
+# --dtype auto is f32 on the CPU: naming f32 changes nothing.
+generate(cpu_auto ${common} --seed 7 --device cpu)
+generate(cpu_f32 ${common} --seed 7 --device cpu --dtype f32)
+file(SHA256 ${dir}/cpu_auto.out h_auto)
+file(SHA256 ${dir}/cpu_f32.out h_f32)
+expect("--device cpu with --dtype auto and f32" "the same output" h_auto STREQUAL h_f32)
 
 # --n 3 --json: three objects with every field; sample 0 is the --n 1 completion of the seed.
 generate(j3 ${common} --seed 7 --n 3 --json)

@@ -1,11 +1,12 @@
 # `grpo sft configs/sft-arithmetic.json` shrunk by --set overrides: a few steps write the
 # effective config, one metrics line per step and a complete checkpoint; --resume continues to
-# a longer run; errors are one line naming the field. Run from the source tree (relative paths).
+# a longer run; errors are one line naming the field (a dtype the CPU does not store among them).
+# Run from the source tree (relative paths).
 set(dir "${WORK_DIR}/grpo_sft_cli")
 file(REMOVE_RECURSE "${dir}")
 set(small --set data.count=40 --set eval.data.count=4 --set eval.every=2 --set tokens_per_batch=256
           --set max_seq_len=128 --set optimizer.total_steps=6 --set optimizer.warmup_steps=1 --set device=cpu)
-execute_process(COMMAND ${GRPO} sft configs/sft-arithmetic.json ${small} --set steps=3 --set run_dir=${dir}
+execute_process(COMMAND ${GRPO} sft configs/sft-arithmetic.json ${small} --set steps=3 --set run_dir=${dir} --set dtype=f32
                 WORKING_DIRECTORY ${SOURCE_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "grpo sft failed (${rc}): ${err}")
@@ -30,7 +31,8 @@ endif()
 file(READ "${dir}/config.json" effective)
 string(JSON steps GET "${effective}" steps)
 string(JSON count GET "${effective}" data count)
-if(NOT steps EQUAL 3 OR NOT count EQUAL 40)
+string(JSON dtype GET "${effective}" dtype)
+if(NOT steps EQUAL 3 OR NOT count EQUAL 40 OR NOT dtype STREQUAL "f32")
   message(FATAL_ERROR "grpo sft: the effective config lacks the overrides: ${effective}")
 endif()
 # Resume with a longer horizon: continues at step 4.
@@ -43,7 +45,9 @@ endif()
 # Errors: one line naming the field, exit 1; an existing run is not overwritten.
 foreach(case "--set;epoch=2|unknown key \"epoch\" (did you mean \"epochs\"?)"
              "--set;data=/nonexistent.jsonl|data: no such file /nonexistent.jsonl"
-             "--set;run_dir=${dir}|already has a checkpoint")
+             "--set;run_dir=${dir}|already has a checkpoint"
+             "--set;dtype=bf16|dtype bf16: the cpu backend computes in f32 only"
+             "--set;dtype=fp16|\"dtype\" is \"fp16\", expected one of auto, f32, bf16")
   string(REPLACE "|" ";" parts "${case}")
   list(GET parts -1 want)
   list(REMOVE_AT parts -1)

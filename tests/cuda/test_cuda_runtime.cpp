@@ -1,6 +1,8 @@
 // GPU tests (ctest label "gpu"): skipped cleanly where no GPU is present.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -22,7 +24,13 @@ namespace {
 // (CUDA_VISIBLE_DEVICES empty), so the no-GPU path is checked on GPU machines too.
 TEST(CudaRuntime, NoGpuIsAClearErrorNotACrash) {
   if (cuda_device_count() > 0) {
-    const std::string cmd = "CUDA_VISIBLE_DEVICES= /proc/self/exe --gtest_filter=CudaRuntime.NoGpuIsAClearErrorNotACrash 2>&1";
+    // This binary's path (in the shell popen starts, /proc/self/exe would be the shell).
+    char self[4096];
+    const ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    ASSERT_GT(len, 0);
+    self[len] = '\0';
+    const std::string cmd = std::string("CUDA_VISIBLE_DEVICES= '") + self +
+                            "' --gtest_filter=CudaRuntime.NoGpuIsAClearErrorNotACrash 2>&1";
     FILE* p = ::popen(cmd.c_str(), "r");
     ASSERT_NE(p, nullptr);
     std::string out;

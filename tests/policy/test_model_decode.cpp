@@ -24,6 +24,17 @@ double log_softmax_at(const float* row, int64_t V, int32_t target) {
   return double(row[target]) - m - std::log(s);
 }
 
+// Limits of a scoring-only model that also decodes.
+ModelLimits decoding_limits(int64_t max_tokens, int64_t max_seqs, int64_t max_decode_tokens, int64_t max_decode_seqs) {
+  ModelLimits limits;
+  limits.max_tokens = max_tokens;
+  limits.max_seqs = max_seqs;
+  limits.training = false;
+  limits.max_decode_tokens = max_decode_tokens;
+  limits.max_decode_seqs = max_decode_seqs;
+  return limits;
+}
+
 class ModelDecode : public ::testing::TestWithParam<std::string> {};
 
 // Decode and the full forward differ only in summation order (paged vs varlen attention,
@@ -141,13 +152,7 @@ TEST_P(ModelDecode, RecordsSameRoutingAsForward) {
   const ModelConfig cfg = test_config(GetParam());
   if (!cfg.is_moe()) GTEST_SKIP() << "dense model";
   auto ops = make_cpu_ops();
-  ModelLimits limits;
-  limits.max_tokens = 32;
-  limits.max_seqs = 2;
-  limits.training = false;
-  limits.max_decode_tokens = 16;
-  limits.max_decode_seqs = 2;
-  Model model(cfg, *ops, limits);
+  Model model(cfg, *ops, decoding_limits(32, 2, 16, 2));
   randomize_weights(model, 41);
   const RefInput in = make_batch({10}, cfg.vocab_size, 9);
   const HostBatch hb(in);
@@ -181,6 +186,73 @@ TEST_P(ModelDecode, RecordsSameRoutingAsForward) {
     for (int64_t m = 0; m < M; ++m)
       for (int64_t k = 0; k < K; ++k) EXPECT_EQ(r1[size_t(m * K + k)], fwd_routing[size_t((m * T + p) * K + k)]);
   }
+}
+
+// Decoding with replayed experts computes what the training forward computes with the same
+// replay: other experts than the router's (every id shifted by one, still distinct in a row),
+// prefill of 6 tokens then 4 decode steps, each position's log-prob of its target from the
+// decode logits against the forward's. A bad replay is an error that reserves nothing.
+TEST_P(ModelDecode, ReplayedRoutingMatchesReplayedForward) {
+  const ModelConfig cfg = test_config(GetParam());
+  if (!cfg.is_moe()) GTEST_SKIP() << "dense model";
+  auto ops = make_cpu_ops();
+  Model model(cfg, *ops, decoding_limits(32, 2, 16, 2));
+  randomize_weights(model, 43);
+  const RefInput in = make_batch({10}, cfg.vocab_size, 12);
+  const HostBatch hb(in);
+  const int64_t T = 10, K = cfg.num_experts_per_tok, M = cfg.num_moe_layers(), V = cfg.vocab_size;
+  HostF own_lp({T});
+  Host<int32_t> routing({M, T, K});
+  ForwardOutputs fo;
+  fo.logprob = own_lp;
+  fo.routing = routing;
+  model.forward(hb.batch(), ForwardOptions{}, fo);
+  Host<int32_t> shifted({M, T, K});
+  for (size_t i = 0; i < shifted.v.size(); ++i) shifted[i] = int32_t((routing[i] + 1) % cfg.num_experts);
+  HostF lp({T});
+  fo.logprob = lp;
+  fo.routing = Tensor{};
+  ForwardOptions fopt;
+  fopt.replay_routing = shifted;
+  model.forward(hb.batch(), fopt, fo);
+
+  // The replay rows of tokens [t0, t0 + n) for every MoE layer.
+  auto replay_rows = [&](int64_t t0, int64_t n) {
+    Host<int32_t> r({M, n, K});
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t i = 0; i < n * K; ++i) r[size_t(m * n * K + i)] = shifted[size_t((m * T + t0) * K + i)];
+    return r;
+  };
+  auto logprob_of = [&](const HostF& logits, int32_t target) { return log_softmax_at(logits.v.data(), V, target); };
+  KvCacheConfig kc;
+  kc.num_blocks = 8;
+  kc.block_size = 4;
+  KvCache cache(*ops, cfg, kc);
+  const std::vector<int64_t> id = {cache.add_sequence()};
+  HostI prompt({6});
+  std::copy(in.tokens.begin(), in.tokens.begin() + 6, prompt.v.begin());
+  HostF logits({1, V});
+  const std::vector<int64_t> n6 = {6};
+  // A replay of the wrong shape: an error, nothing reserved or cached.
+  const Host<int32_t> wrong = replay_rows(0, 5);
+  EXPECT_GRPO_ERROR(model.prefill(cache, id, prompt, n6, logits, Tensor{}, wrong), "model decoding: replay is",
+                    "expected i32[");
+  EXPECT_EQ(cache.length(id[0]), 0);
+  EXPECT_EQ(cache.free_blocks(), kc.num_blocks);
+  Host<int32_t> used({M, 6, K});
+  model.prefill(cache, id, prompt, n6, logits, used, replay_rows(0, 6));
+  EXPECT_EQ(used.v, replay_rows(0, 6).v) << "the recorded experts are the replayed ones";
+  double worst = std::fabs(logprob_of(logits, in.targets[5]) - lp[5]);
+  double moved = std::fabs(double(lp[5]) - double(own_lp[5]));
+  for (int64_t p = 6; p < T; ++p) {
+    HostI t({1});
+    t[0] = in.tokens[size_t(p)];
+    model.decode_step(cache, id, t, logits, Tensor{}, replay_rows(p, 1));
+    worst = std::max(worst, std::fabs(logprob_of(logits, in.targets[size_t(p)]) - lp[size_t(p)]));
+    moved = std::max(moved, std::fabs(double(lp[size_t(p)]) - double(own_lp[size_t(p)])));
+  }
+  EXPECT_LT(worst, 1e-4) << "decode with replay vs forward with replay";
+  EXPECT_GT(moved, 1e-3) << "the shifted experts changed nothing: the test would not see a replay ignored";
 }
 
 INSTANTIATE_TEST_SUITE_P(ModelArchs, ModelDecode, ::testing::ValuesIn(kArchs),

@@ -80,6 +80,37 @@ TEST_F(ShippedConfigs, GpuConfigWithCommentsParses) {
   EXPECT_DOUBLE_EQ(c.learner.objective.clip_high, 0.28);
   EXPECT_EQ(c.data.prompt_key, "problem");
   EXPECT_EQ(c.device, "cuda:0");
+  EXPECT_EQ(c.dtype, "auto");  // bf16 on the GPU
+}
+
+TEST_F(ShippedConfigs, DtypeIsCheckedAndWritten) {
+  auto with_dtype = [&](const nlohmann::json& dtype) {
+    return parse("configs/quickstart.json", [&](nlohmann::json& j) {
+      j["model"] = model_;
+      if (!dtype.is_null()) j["dtype"] = dtype;
+    });
+  };
+  EXPECT_EQ(with_dtype(nullptr).dtype, "auto");
+  for (const char* name : {"auto", "f32", "bf16"}) {
+    SCOPED_TRACE(name);
+    const train::TrainConfig c = with_dtype(name);
+    EXPECT_EQ(c.dtype, name);  // parsed as given; resolved against the device when the run starts
+    // The effective config carries it and reads back to the same config.
+    const std::string once = train::train_config_json(c);
+    EXPECT_EQ(nlohmann::json::parse(once).at("dtype"), name);
+    ConfigNode again = ConfigNode::from_string(once, "effective");
+    EXPECT_EQ(train::parse_train_config(again).dtype, name);
+  }
+  for (const nlohmann::json& bad : {nlohmann::json("f16"), nlohmann::json("BF16"), nlohmann::json(32)}) {
+    SCOPED_TRACE(bad.dump());
+    try {
+      with_dtype(bad);
+      ADD_FAILURE() << "accepted dtype " << bad.dump();
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find("\"dtype\""), std::string::npos) << e.message();
+      if (bad.is_string()) EXPECT_NE(e.message().find("expected one of auto, f32, bf16"), std::string::npos) << e.message();
+    }
+  }
 }
 
 TEST_F(ShippedConfigs, BadValuesNameTheirKey) {

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -253,6 +254,9 @@ TEST_F(TrainTest, LocalTopologyRunsAndResumes) {
   ASSERT_TRUE(child->wait(240)) << log();
   ASSERT_EQ(child->exit_status(), 0) << log();
   EXPECT_EQ(kids.size(), 3u) << "expected 2 rollout workers and a reward service";
+  // The workers build their models with the run's dtype (auto by default).
+  for (const auto& [pid, cmd] : kids)
+    if (cmd.find("rollout serve") != std::string::npos) EXPECT_NE(cmd.find(" --dtype auto "), std::string::npos) << cmd;
   for (const auto& [pid, cmd] : kids) EXPECT_TRUE(gone(pid)) << "left running after a normal exit: " << cmd;
   EXPECT_EQ(find_latest_checkpoint(run_dir().string()).step, 3);
   EXPECT_NE(log().find("grpo train: steps 0..3 of 3"), std::string::npos) << log();
@@ -266,9 +270,36 @@ TEST_F(TrainTest, LocalTopologyRunsAndResumes) {
 }
 
 TEST_F(TrainTest, ColocatedTopologyRuns) {
-  ASSERT_EQ(run_train({write_config(config("colocated", 5)).string()}), 0) << log();
+  Json c = config("colocated", 5);
+  c["dtype"] = "f32";  // what auto gives on the CPU, named
+  ASSERT_EQ(run_train({write_config(c).string()}), 0) << log();
   expect_finished_run(run_dir(), 5);
   EXPECT_FALSE(fs::exists(run_dir() / "logs" / "rollout-0.log"));
+  EXPECT_EQ(Json::parse(read_file(run_dir() / "config.json"))["dtype"], "f32");
+  EXPECT_NE(log().find("(f32), 5 steps from step 0"), std::string::npos) << log();
+}
+
+TEST_F(TrainTest, Bf16OnTheCpuIsOneLineBeforeAnythingStarts) {
+  // The CPU backend computes in f32 only: dtype bf16 there fails at start, before any child
+  // process or run directory, in one line naming the dtype and the device.
+  for (const char* kind : {"local", "colocated"}) {
+    SCOPED_TRACE(kind);
+    Json c = config(kind, 1);
+    c["device"] = "cpu";
+    c["dtype"] = "bf16";
+    fs::remove(dir_ / "train.log");
+    EXPECT_EQ(run_train({write_config(c).string()}), 1);
+    const std::string text = log();
+    EXPECT_EQ(text.rfind("grpo: error: dtype bf16: the cpu backend computes in f32 only", 0), 0u) << text;
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+    EXPECT_FALSE(fs::exists(run_dir())) << text;
+  }
+  // A dtype that is no dtype is a config error naming the key and the accepted values.
+  Json c = config("colocated", 1);
+  c["dtype"] = "fp16";
+  fs::remove(dir_ / "train.log");
+  EXPECT_EQ(run_train({write_config(c).string()}), 1);
+  EXPECT_NE(log().find("\"dtype\" is \"fp16\", expected one of auto, f32, bf16"), std::string::npos) << log();
 }
 
 TEST_F(TrainTest, RemoteTopologyRuns) {

@@ -133,6 +133,8 @@ TEST(RolloutServeCli, BadStartIsOneClearError) {
       {{"--model", dir, "--kv-memory", "lots"}, 2, "--kv-memory"},
       {{"--model", dir, "--max-batch", "0"}, 2, "--max-batch"},
       {{"--model", dir, "--device", "tpu"}, 1, "tpu"},
+      {{"--model", dir, "--device", "cpu", "--dtype", "bf16"}, 1, "dtype bf16: the cpu backend computes in f32 only"},
+      {{"--model", dir, "--dtype", "f16"}, 2, "--dtype"},
       {{"--model", dir, "--auth-token-file", "/nonexistent/token"}, 1, "--auth-token-file /nonexistent/token: cannot open file"},
       {{"--listen", "127.0.0.1:0"}, 2, "--model is required"},
   };
@@ -152,7 +154,7 @@ TEST(RolloutServeCli, BadStartIsOneClearError) {
 TEST(RolloutServeCli, MetricsListenerAndStatus) {
   const std::string dir = test::tiny_model_dir("cli", 21);
   const std::string metrics = "127.0.0.1:" + std::to_string(rewards::testing_helpers::unused_port());
-  ChildProcess child(serve_argv(dir, {"--metrics-listen", metrics, "--max-batch", "4"}));
+  ChildProcess child(serve_argv(dir, {"--metrics-listen", metrics, "--max-batch", "4", "--dtype", "f32"}));
   std::string why;
   const std::string address = listening_address(child, &why);
   ASSERT_FALSE(address.empty()) << why;
