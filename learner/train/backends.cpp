@@ -103,10 +103,10 @@ class PoolRollout : public RolloutBackend {
   void generate(const std::vector<PromptRequest>& prompts, const std::function<void(RemoteGroup)>& on_group) override {
     GRPO_CHECK(pool_, "rollout: no workers");
     std::map<uint64_t, bool> done;
-    std::vector<PromptRequest> todo = prompts;
+    std::vector<PromptRequest> pending = prompts;
     for (int round = 0;; ++round) {
       try {
-        pool_->generate(todo, [&](RemoteGroup g) {
+        pool_->generate(pending, [&](RemoteGroup g) {
           done[g.result.id] = true;
           on_group(std::move(g));
         });
@@ -116,9 +116,9 @@ class PoolRollout : public RolloutBackend {
         if (round >= 2 || !recover_all_down()) throw;
         if (!quiet_) GRPO_LOG(warn, "rollout: " << e.message() << "; retrying the step's remaining groups");
         std::vector<PromptRequest> rest;
-        for (const PromptRequest& p : todo)
+        for (const PromptRequest& p : pending)
           if (!done.count(p.id)) rest.push_back(p);
-        todo = std::move(rest);
+        pending = std::move(rest);
       }
     }
   }

@@ -386,12 +386,7 @@ TEST_P(CudaModel, GreedyGenerationMatchesCpu) {
   GRPO_REQUIRE_GPU();
   const ModelConfig cfg = test::test_config(GetParam());
   const int64_t V = cfg.vocab_size;
-  ModelLimits limits;
-  limits.max_tokens = 64;
-  limits.max_seqs = 8;
-  limits.training = false;
-  limits.max_decode_tokens = 32;
-  limits.max_decode_seqs = 4;
+  const ModelLimits limits = test::decoding_limits(64, 8, 32, 4);
   Models m = make_models(gpu(), cfg, limits, 44);
   const std::vector<int> prompt = {5, 1, 9, 13};  // sequence 3 is prefilled in chunks of 6 and 7
   const test::RefInput in = test::make_batch(prompt, V, 77);
@@ -569,12 +564,7 @@ TEST_P(CudaModelBf16, GreedyDecodingTracksCpu) {
   GRPO_REQUIRE_GPU();
   const ModelConfig cfg = test::test_config(GetParam());
   const int64_t V = cfg.vocab_size;
-  ModelLimits limits;
-  limits.max_tokens = 64;
-  limits.max_seqs = 8;
-  limits.training = false;
-  limits.max_decode_tokens = 32;
-  limits.max_decode_seqs = 4;
+  const ModelLimits limits = test::decoding_limits(64, 8, 32, 4);
   const ModelLimits dev_limits = bf16(limits);
   Models m = make_models(gpu(), cfg, limits, 44, &dev_limits);
   const std::vector<int> prompt = {5, 1, 9, 13};
@@ -669,14 +659,7 @@ INSTANTIATE_TEST_SUITE_P(ModelArchs, CudaModelBf16, ::testing::ValuesIn(kArchs),
 TEST(CudaModelBf16Errors, CacheDtypeMustMatch) {
   GRPO_REQUIRE_GPU();
   const ModelConfig cfg = test::test_config("qwen3");
-  ModelLimits limits;
-  limits.max_tokens = 8;
-  limits.max_seqs = 1;
-  limits.training = false;
-  limits.max_decode_tokens = 8;
-  limits.max_decode_seqs = 1;
-  limits.dtype = DType::bf16;
-  Model g(cfg, gpu(), limits);
+  Model g(cfg, gpu(), bf16(test::decoding_limits(8, 1, 8, 1)));
   KvCacheConfig kc;
   kc.num_blocks = 4;
   kc.block_size = 4;

@@ -321,6 +321,16 @@ ModelConfig test_config(const std::string& arch) {
   return cfg;
 }
 
+ModelLimits decoding_limits(int64_t max_tokens, int64_t max_seqs, int64_t max_decode_tokens, int64_t max_decode_seqs) {
+  ModelLimits limits;
+  limits.max_tokens = max_tokens;
+  limits.max_seqs = max_seqs;
+  limits.training = false;
+  limits.max_decode_tokens = max_decode_tokens;
+  limits.max_decode_seqs = max_decode_seqs;
+  return limits;
+}
+
 void randomize_weights(Model& model, uint64_t seed, double std) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, std);

@@ -65,6 +65,8 @@ ModelConfig test_config(const std::string& arch);
 // Random weights with larger spread than the HF init (so attention, RoPE and routing matter):
 // matrices ~ normal(0, std), norms 1 + U(-0.3, 0.3), biases U(-0.2, 0.2).
 void randomize_weights(Model& model, uint64_t seed, double std = 0.12);
+// Limits of a scoring-only model (no gradients) that also decodes.
+ModelLimits decoding_limits(int64_t max_tokens, int64_t max_seqs, int64_t max_decode_tokens, int64_t max_decode_seqs);
 
 // Values of a named parameter / gradient (CPU model).
 std::vector<float> read_tensor(const Tensor& t);

@@ -24,17 +24,6 @@ double log_softmax_at(const float* row, int64_t V, int32_t target) {
   return double(row[target]) - m - std::log(s);
 }
 
-// Limits of a scoring-only model that also decodes.
-ModelLimits decoding_limits(int64_t max_tokens, int64_t max_seqs, int64_t max_decode_tokens, int64_t max_decode_seqs) {
-  ModelLimits limits;
-  limits.max_tokens = max_tokens;
-  limits.max_seqs = max_seqs;
-  limits.training = false;
-  limits.max_decode_tokens = max_decode_tokens;
-  limits.max_decode_seqs = max_decode_seqs;
-  return limits;
-}
-
 class ModelDecode : public ::testing::TestWithParam<std::string> {};
 
 // Decode and the full forward differ only in summation order (paged vs varlen attention,
