@@ -19,6 +19,13 @@
 #include "cli/serve_util.h"
 #include "core/config.h"
 #include "core/error.h"
+// `grpo bench train`: the same run under the local and the colocated topology.
+struct BenchTrainArgs {
+  std::string config;
+  int64_t steps = 5;
+  std::vector<std::string> sets;
+};
+
 #ifdef GRPO_WITH_TRAINER
 #include "learner/train/process.h"
 #include "learner/train/trainer.h"
@@ -86,13 +93,6 @@ int run_train(const TrainArgs& a) {
               config.run_dir.c_str(), config.run_dir.c_str(), config.run_dir.c_str());
   return s.interrupted ? 130 : 0;
 }
-
-// `grpo bench train`: the same run under the local and the colocated topology.
-struct BenchTrainArgs {
-  std::string config;
-  int64_t steps = 5;
-  std::vector<std::string> sets;
-};
 
 int run_bench_train(const BenchTrainArgs& a) {
   namespace fs = std::filesystem;
