@@ -82,6 +82,22 @@ struct SamplingParams {
   uint64_t offset = 0;    // Philox block offset (e.g. the generated-token index)
 };
 
+// A sequence of ops recorded by Ops::begin_capture / end_capture, replayed whole with the
+// tensors it was recorded with: the same pointers, shapes and parameters (the data behind
+// them may change between replays). It holds no reference to those tensors: whoever
+// captures keeps them alive and in place for as long as the graph is replayed.
+class OpsGraph {
+ public:
+  virtual ~OpsGraph() = default;
+  // Runs the recorded ops in order and waits for them. The ops' checks of index data (ids in
+  // range, block tables, expert offsets, slots) run with them: replay throws the error of the
+  // first op whose check failed, with the message that op throws when called directly.
+  virtual void replay() = 0;
+  // False once memory the graph recorded has moved: the backend's scratch space grew for a
+  // later, larger op. Capture again then; replaying a graph that is not valid throws.
+  virtual bool valid() const { return true; }
+};
+
 // ---------------------------------------------------------------------------------------
 
 class Ops {
@@ -95,6 +111,25 @@ class Ops {
   // (see the backend's header for the per-op dtype rules). Every backend stores f32; the CUDA
   // backend also bf16.
   virtual bool supports_storage(DType dt) const { return dt == DType::f32; }
+
+  // ---- graphs ----------------------------------------------------------------------------
+  // Between begin_capture() and end_capture() the ops called on this Ops from the capturing
+  // thread are recorded into a graph instead of running (no other thread may use the Ops
+  // meanwhile). Nothing may be read back to the host while capturing: an op or allocator
+  // call that would wait for the device throws. The scratch an op uses must already have
+  // been grown by an earlier call of the same shapes (run the sequence once before capturing
+  // it). CUDA: a CUDA graph, one launch for the whole sequence; argument checks (dtypes,
+  // shapes) run at capture, checks of index data at each replay. CPU: the calls are kept
+  // and run in order at each replay, every check with them: no faster, but it runs the same
+  // code path, so the CPU tests cover what the CUDA backend captures.
+  virtual bool supports_graphs() const { return false; }
+  virtual bool capturing() const { return false; }
+  // Throws when the backend has no graphs or a capture is already open.
+  virtual void begin_capture();
+  // The recorded graph; throws (and leaves capture mode) when the capture failed.
+  virtual std::unique_ptr<OpsGraph> end_capture();
+  // Leaves capture mode, dropping what was recorded (after an error); no-op when not capturing.
+  virtual void abort_capture() noexcept {}
 
   // ---- elementwise helpers -------------------------------------------------------------
   // out = a + b (same shapes; out may alias a or b)

@@ -49,6 +49,12 @@ void same(const char* op, const char* name_a, const Tensor& a, const char* name_
 
 }  // namespace checks
 
+void Ops::begin_capture() { GRPO_THROW(name() << ": graph capture is not supported by this backend"); }
+
+std::unique_ptr<OpsGraph> Ops::end_capture() {
+  GRPO_THROW(name() << ": end_capture without begin_capture (graph capture is not supported by this backend)");
+}
+
 float clip_grad_norm(Ops& ops, std::span<const Tensor> grads, float max_norm) {
   Buffer acc(ops.allocator(), sizeof(float));
   Tensor total = acc.view(DType::f32, {1});

@@ -223,6 +223,7 @@ std::vector<RowBlock> row_blocks(const int32_t* cu, int64_t S) {
 }  // namespace
 
 void CpuOps::attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, float scale) {
+  GRPO_CPU_RECORD(attention(out, lse, q, k, v, cu_seqlens, scale));
   const Dims d = checks::attention("attention", out, lse, q, k, v, cu_seqlens, DType::f32, kCpu);
   const int64_t S = cu_seqlens.shape[0] - 1;
   const int32_t* cu = cu_seqlens.ptr<int32_t>();
@@ -279,6 +280,7 @@ void CpuOps::attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Ten
 
 void CpuOps::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,
                                 Tensor out, Tensor lse, Tensor cu_seqlens, float scale) {
+  GRPO_CPU_RECORD(attention_backward(dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens, scale));
   const Dims d = checks::attention_backward("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens,
                                             DType::f32, kCpu);
   const int64_t S = cu_seqlens.shape[0] - 1;
@@ -363,6 +365,7 @@ void CpuOps::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Te
 }
 
 void CpuOps::kv_cache_write(Tensor k_cache, Tensor v_cache, Tensor k, Tensor v, Tensor slot_mapping) {
+  GRPO_CPU_RECORD(kv_cache_write(k_cache, v_cache, k, v, slot_mapping));
   const checks::KvCacheWriteDims d = checks::kv_cache_write_args(k_cache, v_cache, k, v, slot_mapping, kCpu, {DType::f32});
   const int32_t* slots = slot_mapping.ptr<int32_t>();
   checks::kv_cache_write_data(k_cache, slots, d.T);
@@ -383,6 +386,7 @@ void CpuOps::kv_cache_write(Tensor k_cache, Tensor v_cache, Tensor k, Tensor v, 
 
 void CpuOps::attention_paged(Tensor out, Tensor q, Tensor k_cache, Tensor v_cache, Tensor cu_seqlens_q,
                              Tensor seq_lens_k, Tensor block_table, float scale) {
+  GRPO_CPU_RECORD(attention_paged(out, q, k_cache, v_cache, cu_seqlens_q, seq_lens_k, block_table, scale));
   const checks::PagedAttentionDims d =
       checks::attention_paged_args(out, q, k_cache, v_cache, cu_seqlens_q, seq_lens_k, block_table, kCpu, {DType::f32});
   const int64_t B = d.B, max_blocks = d.max_blocks, block_size = d.block_size;

@@ -48,6 +48,7 @@ void logits_tile(float* tile, const float* hidden, const float* w, int64_t t0, i
 
 void CpuOps::lm_head_logprob(Tensor logprob, Tensor entropy, Tensor lse, Tensor hidden, Tensor w, Tensor targets,
                              float inv_temperature) {
+  GRPO_CPU_RECORD(lm_head_logprob(logprob, entropy, lse, hidden, w, targets, inv_temperature));
   const char* op = "lm_head_logprob";
   const checks::LmHeadShape s =
       checks::lm_head_inputs(op, Device::cpu, {DType::f32}, hidden, w, targets, inv_temperature);
@@ -121,6 +122,7 @@ void CpuOps::lm_head_logprob(Tensor logprob, Tensor entropy, Tensor lse, Tensor 
 
 void CpuOps::lm_head_logprob_backward(Tensor dhidden, Tensor dw, Tensor dlogprob, Tensor dentropy, Tensor hidden,
                                       Tensor w, Tensor targets, Tensor lse, Tensor entropy, float inv_temperature) {
+  GRPO_CPU_RECORD(lm_head_logprob_backward(dhidden, dw, dlogprob, dentropy, hidden, w, targets, lse, entropy, inv_temperature));
   const char* op = "lm_head_logprob_backward";
   const checks::LmHeadShape s =
       checks::lm_head_inputs(op, Device::cpu, {DType::f32}, hidden, w, targets, inv_temperature);

@@ -42,6 +42,7 @@ constexpr checks::MatmulPolicy kCpu{Device::cpu, kF32};
 // matmul
 
 void CpuOps::matmul(Tensor out, Tensor a, Tensor b, Tensor bias, bool trans_a, bool trans_b, bool accumulate) {
+  GRPO_CPU_RECORD(matmul(out, a, b, bias, trans_a, trans_b, accumulate));
   const char* op = "matmul";
   const checks::MatmulDims d = checks::matmul_args(op, out, a, b, bias, trans_a, trans_b, kCpu);
 
@@ -70,6 +71,7 @@ void CpuOps::matmul(Tensor out, Tensor a, Tensor b, Tensor bias, bool trans_a, b
 
 void CpuOps::matmul_backward(Tensor da, Tensor db, Tensor dbias, Tensor dout, Tensor a, Tensor b, bool trans_a,
                              bool trans_b, bool accumulate_da, bool accumulate_db) {
+  GRPO_CPU_RECORD(matmul_backward(da, db, dbias, dout, a, b, trans_a, trans_b, accumulate_da, accumulate_db));
   const char* op = "matmul_backward";
   const checks::MatmulDims d =
       checks::matmul_backward_args(op, da, db, dbias, dout, a, b, trans_a, trans_b, kCpu);
@@ -123,6 +125,7 @@ void CpuOps::matmul_backward(Tensor da, Tensor db, Tensor dbias, Tensor dout, Te
 // embedding
 
 void CpuOps::embedding(Tensor out, Tensor ids, Tensor table) {
+  GRPO_CPU_RECORD(embedding(out, ids, table));
   const char* op = "embedding";
   checks::embedding_args(op, out, ids, table, kCpu);
   const int64_t T = ids.shape[0], C = table.shape[1];
@@ -135,6 +138,7 @@ void CpuOps::embedding(Tensor out, Tensor ids, Tensor table) {
 }
 
 void CpuOps::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
+  GRPO_CPU_RECORD(embedding_backward(dtable, dout, ids));
   const char* op = "embedding_backward";
   checks::embedding_backward_args(op, dtable, dout, ids, kCpu);
   const int64_t T = ids.shape[0], C = dtable.shape[1];
@@ -167,6 +171,7 @@ void CpuOps::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
 // grouped matmul (MoE experts)
 
 void CpuOps::grouped_matmul(Tensor out, Tensor x, Tensor w, Tensor expert_offsets) {
+  GRPO_CPU_RECORD(grouped_matmul(out, x, w, expert_offsets));
   const char* op = "grouped_matmul";
   const checks::GroupedDims d = checks::grouped_matmul_args(op, out, x, w, expert_offsets, kCpu);
   const int32_t* o = expert_offsets.ptr<int32_t>();
@@ -183,6 +188,7 @@ void CpuOps::grouped_matmul(Tensor out, Tensor x, Tensor w, Tensor expert_offset
 }
 
 void CpuOps::grouped_matmul_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor expert_offsets) {
+  GRPO_CPU_RECORD(grouped_matmul_backward(dx, dw, dout, x, w, expert_offsets));
   const char* op = "grouped_matmul_backward";
   const checks::GroupedDims d =
       checks::grouped_matmul_backward_args(op, dx, dw, dout, x, w, expert_offsets, kCpu);

@@ -35,6 +35,7 @@ inline float sel_key(float v) { return std::isnan(v) ? -std::numeric_limits<floa
 
 void CpuOps::moe_router(Tensor topk_weights, Tensor topk_ids, Tensor scores, Tensor logits, const RouterParams& p,
                         bool replay) {
+  GRPO_CPU_RECORD(moe_router(topk_weights, topk_ids, scores, logits, p, replay));
   const int64_t E = checks::moe_router(topk_weights, topk_ids, scores, logits, p, kCpu);
   // Every id is checked before any output is written, so a bad id leaves outputs untouched.
   if (replay) checks::moe_ids("moe_router", topk_ids, topk_ids.ptr<int32_t>(), E, /*unique=*/true);
@@ -98,6 +99,7 @@ void CpuOps::moe_router(Tensor topk_weights, Tensor topk_ids, Tensor scores, Ten
 
 void CpuOps::moe_router_backward(Tensor dlogits, Tensor dtopk_weights, Tensor scores, Tensor topk_ids,
                                  const RouterParams& p) {
+  GRPO_CPU_RECORD(moe_router_backward(dlogits, dtopk_weights, scores, topk_ids, p));
   const int64_t E = checks::moe_router_backward(dlogits, dtopk_weights, scores, topk_ids, p, kCpu);
   checks::moe_ids("moe_router_backward", topk_ids, topk_ids.ptr<int32_t>(), E, /*unique=*/true);
 
@@ -151,6 +153,7 @@ void CpuOps::moe_router_backward(Tensor dlogits, Tensor dtopk_weights, Tensor sc
 }
 
 void CpuOps::moe_align(Tensor expert_offsets, Tensor src_token, Tensor dest_row, Tensor topk_ids, int64_t num_experts) {
+  GRPO_CPU_RECORD(moe_align(expert_offsets, src_token, dest_row, topk_ids, num_experts));
   checks::moe_align(expert_offsets, src_token, dest_row, topk_ids, num_experts, kCpu);
   const int64_t T = topk_ids.shape[0], K = topk_ids.shape[1], E = num_experts;
   checks::moe_ids("moe_align", topk_ids, topk_ids.ptr<int32_t>(), E, /*unique=*/false);
@@ -173,6 +176,7 @@ void CpuOps::moe_align(Tensor expert_offsets, Tensor src_token, Tensor dest_row,
 }
 
 void CpuOps::moe_permute(Tensor xp, Tensor x, Tensor src_token) {
+  GRPO_CPU_RECORD(moe_permute(xp, x, src_token));
   checks::moe_permute(xp, x, src_token, DType::f32, kCpu);
   const int64_t T = x.shape[0], C = x.shape[1], R = src_token.shape[0];
   checks::moe_src_token("moe_permute", src_token, src_token.ptr<int32_t>(), T);
@@ -186,6 +190,7 @@ void CpuOps::moe_permute(Tensor xp, Tensor x, Tensor src_token) {
 }
 
 void CpuOps::moe_permute_backward(Tensor dx, Tensor dxp, Tensor src_token) {
+  GRPO_CPU_RECORD(moe_permute_backward(dx, dxp, src_token));
   checks::moe_permute_backward(dx, dxp, src_token, DType::f32, kCpu);
   const int64_t T = dx.shape[0], C = dx.shape[1], R = src_token.shape[0];
   checks::moe_src_token("moe_permute_backward", src_token, src_token.ptr<int32_t>(), T);
@@ -213,6 +218,7 @@ void CpuOps::moe_permute_backward(Tensor dx, Tensor dxp, Tensor src_token) {
 }
 
 void CpuOps::moe_unpermute(Tensor out, Tensor yp, Tensor dest_row, Tensor topk_weights) {
+  GRPO_CPU_RECORD(moe_unpermute(out, yp, dest_row, topk_weights));
   checks::moe_unpermute(out, yp, dest_row, topk_weights, DType::f32, kCpu);
   checks::moe_dest_row("moe_unpermute", dest_row, dest_row.ptr<int32_t>());
   const int64_t T = out.shape[0], C = out.shape[1], K = topk_weights.shape[1];
@@ -234,6 +240,7 @@ void CpuOps::moe_unpermute(Tensor out, Tensor yp, Tensor dest_row, Tensor topk_w
 
 void CpuOps::moe_unpermute_backward(Tensor dyp, Tensor dtopk_weights, Tensor dout, Tensor yp, Tensor dest_row,
                                     Tensor topk_weights) {
+  GRPO_CPU_RECORD(moe_unpermute_backward(dyp, dtopk_weights, dout, yp, dest_row, topk_weights));
   checks::moe_unpermute_backward(dyp, dtopk_weights, dout, yp, dest_row, topk_weights, DType::f32, kCpu);
   checks::moe_dest_row("moe_unpermute_backward", dest_row, dest_row.ptr<int32_t>());
   const int64_t T = dout.shape[0], C = dout.shape[1], K = topk_weights.shape[1];

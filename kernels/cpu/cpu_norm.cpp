@@ -27,6 +27,7 @@ float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
 // ---- RMSNorm ------------------------------------------------------------------------------
 
 void CpuOps::rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
+  GRPO_CPU_RECORD(rmsnorm(out, rstd, x, w, eps));
   const int64_t C = checks::rmsnorm(out, rstd, x, w, eps, Device::cpu, kF32);
   const int64_t rows = x.numel() / C;
   const float* px = x.ptr<float>();
@@ -49,6 +50,7 @@ void CpuOps::rmsnorm(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
 // y = x r w with r = (mean(x^2) + eps)^(-1/2):
 //   dx_j = r w_j dy_j - r^3 x_j / C * sum_k w_k dy_k x_k,   dw_j += sum_rows dy_j x_j r.
 void CpuOps::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) {
+  GRPO_CPU_RECORD(rmsnorm_backward(dx, dw, dout, x, w, rstd));
   const int64_t C = checks::rmsnorm_backward(dx, dw, dout, x, w, rstd, Device::cpu, kF32);
   const int64_t rows = x.numel() / C;
   const float* px = x.ptr<float>();
@@ -94,6 +96,7 @@ void CpuOps::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tenso
 // ---- SwiGLU -------------------------------------------------------------------------------
 
 void CpuOps::swiglu(Tensor out, Tensor gate, Tensor up) {
+  GRPO_CPU_RECORD(swiglu(out, gate, up));
   checks::swiglu(out, gate, up, Device::cpu, kF32);
   const float* pg = gate.ptr<float>();
   const float* pu = up.ptr<float>();
@@ -108,6 +111,7 @@ void CpuOps::swiglu(Tensor out, Tensor gate, Tensor up) {
 
 // silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g).
 void CpuOps::swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
+  GRPO_CPU_RECORD(swiglu_backward(dgate, dup, dout, gate, up));
   checks::swiglu_backward(dgate, dup, dout, gate, up, Device::cpu, kF32);
   const float* pg = gate.ptr<float>();
   const float* pu = up.ptr<float>();
@@ -128,6 +132,7 @@ void CpuOps::swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate,
 // ---- softmax ------------------------------------------------------------------------------
 
 void CpuOps::softmax(Tensor out, Tensor x) {
+  GRPO_CPU_RECORD(softmax(out, x));
   checks::softmax(out, x, Device::cpu, kF32);
   const int64_t C = x.size(-1);
   if (x.numel() == 0) return;
@@ -153,6 +158,7 @@ void CpuOps::softmax(Tensor out, Tensor x) {
 
 // dx = out * (dout - sum(dout * out)) per row.
 void CpuOps::softmax_backward(Tensor dx, Tensor dout, Tensor out) {
+  GRPO_CPU_RECORD(softmax_backward(dx, dout, out));
   checks::softmax_backward(dx, dout, out, Device::cpu, kF32);
   const int64_t C = out.size(-1);
   if (out.numel() == 0) return;

@@ -1,9 +1,37 @@
 // The CPU backend: the reference implementation every other backend is tested against, and
 // the engine of toy-scale runs. f32 activations, i32 indices; matmuls through OpenBLAS
 // sgemm; other loops parallelised over rows with OpenMP. One .cpp per op family.
+//
+// Graphs (Ops::begin_capture): while the capturing thread records, each op keeps the call (its
+// arguments by value) instead of running it; a replay runs the kept calls in order, checks
+// included. Every op opens with GRPO_CPU_RECORD(its own call).
 #pragma once
 
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
 #include "kernels/ops.h"
+
+// In a CpuOps method: while this thread captures, keep the call and return.
+#define GRPO_CPU_RECORD(call)                    \
+  do {                                           \
+    if (recording_here()) {                      \
+      record([=, this] { this->call; });         \
+      return;                                    \
+    }                                            \
+  } while (0)
+// sample's params are a span: the recorded call keeps a copy.
+#define GRPO_CPU_RECORD_SAMPLE(tokens, logprobs, logits, params)                            \
+  do {                                                                                    \
+    if (recording_here()) {                                                               \
+      std::vector<SamplingParams> kept(params.begin(), params.end());                     \
+      record([=, this] { this->sample(tokens, logprobs, logits, kept); });                \
+      return;                                                                             \
+    }                                                                                     \
+  } while (0)
 
 namespace grpo {
 
@@ -12,6 +40,12 @@ class CpuOps final : public Ops {
   Device device() const override { return Device::cpu; }
   std::string name() const override { return "cpu"; }
   Allocator& allocator() override { return cpu_allocator(); }
+
+  bool supports_graphs() const override { return true; }
+  bool capturing() const override { return capturing_.load(); }
+  void begin_capture() override;
+  std::unique_ptr<OpsGraph> end_capture() override;
+  void abort_capture() noexcept override;
 
   // cpu_elementwise.cpp
   void add(Tensor out, Tensor a, Tensor b) override;
@@ -73,6 +107,16 @@ class CpuOps final : public Ops {
   // cpu_optimizer.cpp
   void adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p, Tensor params_bf16) override;
   void sum_squares(Tensor out, Tensor x) override;
+
+ private:
+  bool recording_here() const {
+    return capturing_.load(std::memory_order_relaxed) && std::this_thread::get_id() == capture_thread_;
+  }
+  void record(std::function<void()> call) { recorded_.push_back(std::move(call)); }
+
+  std::atomic<bool> capturing_{false};
+  std::thread::id capture_thread_;
+  std::vector<std::function<void()>> recorded_;
 };
 
 }  // namespace grpo

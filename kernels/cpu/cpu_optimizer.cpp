@@ -8,6 +8,7 @@
 namespace grpo {
 
 void CpuOps::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWParams& p, Tensor params_bf16) {
+  GRPO_CPU_RECORD(adamw(params, grads, m, v, p, params_bf16));
   checks::adamw(params, grads, m, v, p, params_bf16, Device::cpu);
   // Bias corrections in double: beta^step underflows gracefully and stays exact for small steps.
   const double bc1 = 1.0 - std::pow(double(p.beta1), double(p.step));
@@ -36,6 +37,7 @@ void CpuOps::adamw(Tensor params, Tensor grads, Tensor m, Tensor v, const AdamWP
 }
 
 void CpuOps::sum_squares(Tensor out, Tensor x) {
+  GRPO_CPU_RECORD(sum_squares(out, x));
   constexpr DType kF32[] = {DType::f32};
   checks::sum_squares(out, x, Device::cpu, kF32);
   const float* p = x.ptr<float>();
@@ -44,6 +46,39 @@ void CpuOps::sum_squares(Tensor out, Tensor x) {
 #pragma omp parallel for reduction(+ : total) schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) total += double(p[i]) * double(p[i]);
   out.ptr<float>()[0] += float(total);
+}
+
+namespace {
+
+class CpuGraph final : public OpsGraph {
+ public:
+  explicit CpuGraph(std::vector<std::function<void()>> calls) : calls_(std::move(calls)) {}
+  void replay() override {
+    for (const auto& call : calls_) call();
+  }
+
+ private:
+  std::vector<std::function<void()>> calls_;
+};
+
+}  // namespace
+
+void CpuOps::begin_capture() {
+  GRPO_CHECK(!capturing_.load(), "cpu: begin_capture while a capture is open");
+  recorded_.clear();
+  capture_thread_ = std::this_thread::get_id();
+  capturing_.store(true);
+}
+
+std::unique_ptr<OpsGraph> CpuOps::end_capture() {
+  GRPO_CHECK(capturing_.load(), "cpu: end_capture without begin_capture");
+  capturing_.store(false);
+  return std::make_unique<CpuGraph>(std::move(recorded_));
+}
+
+void CpuOps::abort_capture() noexcept {
+  capturing_.store(false);
+  recorded_.clear();
 }
 
 std::unique_ptr<Ops> make_cpu_ops() { return std::make_unique<CpuOps>(); }

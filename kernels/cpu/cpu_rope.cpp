@@ -67,11 +67,13 @@ void rotate(float* out, const float* in, const int32_t* pos, const RopeParams& p
 }  // namespace
 
 void CpuOps::rope(Tensor out, Tensor x, Tensor positions, const RopeParams& p) {
+  GRPO_CPU_RECORD(rope(out, x, positions, p));
   check_rope("rope", "out", out, "x", x, positions, p);
   rotate(out.ptr<float>(), x.ptr<float>(), positions.ptr<int32_t>(), p, x.shape[0], x.shape[1], false);
 }
 
 void CpuOps::rope_backward(Tensor dx, Tensor dout, Tensor positions, const RopeParams& p) {
+  GRPO_CPU_RECORD(rope_backward(dx, dout, positions, p));
   check_rope("rope_backward", "dx", dx, "dout", dout, positions, p);
   rotate(dx.ptr<float>(), dout.ptr<float>(), positions.ptr<int32_t>(), p, dout.shape[0], dout.shape[1], true);
 }

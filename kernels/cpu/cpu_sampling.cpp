@@ -189,6 +189,7 @@ void sample_row(const float* l, int64_t V, const SamplingParams& p, RowScratch& 
 }  // namespace
 
 void CpuOps::sample(Tensor tokens, Tensor logprobs, Tensor logits, std::span<const SamplingParams> params) {
+  GRPO_CPU_RECORD_SAMPLE(tokens, logprobs, logits, params);
   checks::sample(tokens, logprobs, logits, params, DType::f32, Device::cpu);
   const int64_t B = logits.shape[0], V = logits.shape[1];
   if (B == 0) return;

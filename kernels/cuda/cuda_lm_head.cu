@@ -213,15 +213,9 @@ __global__ void lm_head_store_kernel(bf16* out, const float* in, int64_t n) {
 // Throws the CPU's message for the lowest out-of-range target flagged by the kernels. The
 // synchronisation is what the check costs: the values live on the device, and the op must
 // throw before returning.
-void throw_if_bad_target(CudaOps& ops, const char* op, const int* flag, const Tensor& targets, const Tensor& w) {
-  int code = 0;
-  GRPO_CUDA_CHECK(cudaMemcpyAsync(&code, flag, sizeof(code), cudaMemcpyDeviceToHost, ops.stream()));
-  ops.synchronize(op);
-  if (code == 0) return;
-  const int64_t t = int64_t(INT_MAX) - code;
-  int32_t value = 0;
-  ops.allocator().copy_to_host(&value, static_cast<const int32_t*>(targets.data) + t, sizeof(value));
-  checks::lm_head_bad_target(op, t, value, w);
+void throw_if_bad_target(CudaOps& ops, const char* op, const Tensor& targets, const Tensor& w) {
+  cuda::check_bad_index(ops, op, targets, "targets holds an id outside the vocabulary",
+                        [op, w](int64_t t, int32_t value) { checks::lm_head_bad_target(op, t, value, w); });
 }
 
 }  // namespace
@@ -263,7 +257,7 @@ void CudaOps::lm_head_logprob(Tensor logprob, Tensor entropy, Tensor lse, Tensor
       GRPO_LAUNCH_CHECK(op);
     }
   }
-  throw_if_bad_target(*this, op, flag, targets, w);
+  throw_if_bad_target(*this, op, targets, w);
 }
 
 void CudaOps::lm_head_logprob_backward(Tensor dhidden, Tensor dw, Tensor dlogprob, Tensor dentropy, Tensor hidden,
@@ -341,7 +335,7 @@ void CudaOps::lm_head_logprob_backward(Tensor dhidden, Tensor dw, Tensor dlogpro
       GRPO_LAUNCH_CHECK(op);
     }
   }
-  throw_if_bad_target(*this, op, flag, targets, w);
+  throw_if_bad_target(*this, op, targets, w);
 }
 
 }  // namespace grpo

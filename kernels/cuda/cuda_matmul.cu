@@ -184,18 +184,11 @@ __global__ void embedding_scatter_kernel(Tg* __restrict__ dtable, const Td* __re
   }
 }
 
-// Reads the flag the embedding kernels raise and throws the CPU's message for the first bad
-// id. Synchronises: the op must fail before its caller goes on with a wrong result.
-void throw_if_bad_id(CudaOps& ops, const char* op, const int* flag, const Tensor& ids, const Tensor& table) {
-  int code = 0;
-  GRPO_CUDA_CHECK(cudaMemcpyAsync(&code, flag, sizeof(int), cudaMemcpyDeviceToHost, ops.stream()));
-  ops.synchronize(op);
-  if (code == 0) return;
-  const int64_t t = int64_t(INT_MAX) - code;
-  int32_t id = 0;
-  GRPO_CUDA_CHECK(cudaMemcpyAsync(&id, dptr<int32_t>(ids) + t, sizeof(int32_t), cudaMemcpyDeviceToHost, ops.stream()));
-  ops.synchronize(op);
-  checks::bad_id(op, t, id, table);
+// The check of the flag the embedding kernels raise (CudaOps::check_flag): the CPU's message
+// for the first bad id. The op must fail before its caller goes on with a wrong result.
+void throw_if_bad_id(CudaOps& ops, const char* op, const Tensor& ids, const Tensor& table) {
+  cuda::check_bad_index(ops, op, ids, "ids holds an id outside the table",
+                        [op, table](int64_t t, int32_t id) { checks::bad_id(op, t, id, table); });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -391,7 +384,7 @@ void CudaOps::embedding(Tensor out, Tensor ids, Tensor table) {
         dptr<To>(out), dptr<int32_t>(ids), dptr<Tt>(table), T, C, V, flag);
   }));
   GRPO_LAUNCH_CHECK(op);
-  throw_if_bad_id(*this, op, flag, ids, table);
+  throw_if_bad_id(*this, op, ids, table);
 }
 
 void CudaOps::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
@@ -432,7 +425,7 @@ void CudaOps::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
         dptr<Tg>(dtable), dptr<Td>(dout), sorted_ids, sorted_tokens, T, C, flag);
   }));
   GRPO_LAUNCH_CHECK(op);
-  throw_if_bad_id(*this, op, flag, ids, dtable);
+  throw_if_bad_id(*this, op, ids, dtable);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -441,6 +434,10 @@ void CudaOps::embedding_backward(Tensor dtable, Tensor dout, Tensor ids) {
 void CudaOps::grouped_matmul(Tensor out, Tensor x, Tensor w, Tensor expert_offsets) {
   const char* op = "grouped_matmul";
   const checks::GroupedDims d = checks::grouped_matmul_args(op, out, x, w, expert_offsets, kCuda);
+  if (capturing() || d.R <= cuda::kDeviceGroupedMaxRows) {
+    cuda::grouped_matmul_device(*this, op, out, x, w, expert_offsets, d.E, d.R, d.N, d.K);
+    return;
+  }
   const std::vector<int32_t> o = host_offsets(*this, op, expert_offsets, d, x);
   if (d.R == 0 || d.N == 0) return;
   if (d.K == 0) {  // x @ w^T over an empty inner dimension is all zeros

@@ -15,7 +15,8 @@
 //   * index checks (replayed ids, align's ids, src_token, dest_row) run on the device before
 //     the op's kernels, which do nothing once the flag is raised; the op then synchronises
 //     and throws the CPU's message (see raise_if_flagged). That synchronisation is the cost of
-//     validating device data, as the ops.h contract asks.
+//     validating device data, as the ops.h contract asks; in a captured graph the check runs
+//     once after each replay instead (CudaOps::check_flag).
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
@@ -66,17 +67,13 @@ std::vector<int32_t> to_host(CudaOps& ops, const Tensor& t) {
   return h;
 }
 
-// Waits for the op's kernels and throws when a check kernel raised the flag. `recheck` runs
-// the CPU's check on a host copy of the indices, so the error names the offending value as
-// the CPU backend does; throw_if_flagged is the fallback should the copy pass.
+// The check of the op's flag (CudaOps::check_flag: here, or after each replay of a graph).
+// When it is raised, `recheck` runs the CPU's check on a host copy of the indices, so the error
+// names the offending value as the CPU backend does; `what` is the fallback should it pass.
+// recheck is kept for the replays of a graph: it captures by value.
 template <class F>
-void raise_if_flagged(CudaOps& ops, const int* flag, const char* op, const char* what, F&& recheck) {
-  int code = 0;
-  GRPO_CUDA_CHECK(cudaMemcpyAsync(&code, flag, sizeof(int), cudaMemcpyDeviceToHost, ops.stream()));
-  ops.synchronize(op);
-  if (code == 0) return;
-  recheck();
-  ops.throw_if_flagged(op, what);
+void raise_if_flagged(CudaOps& ops, const char* op, const char* what, F recheck) {
+  ops.check_flag(op, [recheck](int) { recheck(); }, what);
 }
 
 // ---- index checks ----------------------------------------------------------------------
@@ -429,7 +426,7 @@ void CudaOps::moe_router(Tensor topk_weights, Tensor topk_ids, Tensor scores, Te
   GRPO_LAUNCH_CHECK(op);
   // Only replayed ids come from the caller; selected ones are valid by construction.
   if (replay)
-    raise_if_flagged(*this, flag, op, "topk_ids holds an expert outside [0, E) or twice in a row", [&] {
+    raise_if_flagged(*this, op, "topk_ids holds an expert outside [0, E) or twice in a row", [=, this] {
       checks::moe_ids(op, topk_ids, to_host(*this, topk_ids).data(), E, true);
     });
 }
@@ -458,7 +455,7 @@ void CudaOps::moe_router_backward(Tensor dlogits, Tensor dtopk_weights, Tensor s
                        flag};
   router_backward_kernel<<<cuda::grid_for(T, kWarpsPerBlock), kThreads, 0, stream_>>>(a);
   GRPO_LAUNCH_CHECK(op);
-  raise_if_flagged(*this, flag, op, "topk_ids holds an expert outside [0, E) or twice in a row", [&] {
+  raise_if_flagged(*this, op, "topk_ids holds an expert outside [0, E) or twice in a row", [=, this] {
     checks::moe_ids(op, topk_ids, to_host(*this, topk_ids).data(), E, true);
   });
 }
@@ -485,7 +482,7 @@ void CudaOps::moe_align(Tensor expert_offsets, Tensor src_token, Tensor dest_row
   GRPO_LAUNCH_CHECK(op);
   align_offsets_kernel<<<cuda::grid_for(E + 1, kThreads), kThreads, 0, stream_>>>(offsets, s.keys, n, int(E), flag);
   GRPO_LAUNCH_CHECK(op);
-  raise_if_flagged(*this, flag, op, "topk_ids holds an expert outside [0, num_experts)", [&] {
+  raise_if_flagged(*this, op, "topk_ids holds an expert outside [0, num_experts)", [=, this] {
     checks::moe_ids(op, topk_ids, to_host(*this, topk_ids).data(), E, false);
   });
 }
@@ -518,7 +515,7 @@ void CudaOps::moe_permute(Tensor xp, Tensor x, Tensor src_token) {
     }
     GRPO_LAUNCH_CHECK(op);
   }
-  raise_if_flagged(*this, flag, op, "src_token holds a token outside [0, T)", [&] {
+  raise_if_flagged(*this, op, "src_token holds a token outside [0, T)", [=, this] {
     checks::moe_src_token(op, src_token, to_host(*this, src_token).data(), T);
   });
 }
@@ -545,7 +542,7 @@ void CudaOps::moe_permute_backward(Tensor dx, Tensor dxp, Tensor src_token) {
     GRPO_LAUNCH_CHECK(op);
   }
   if (R > 0)
-    raise_if_flagged(*this, flag, op, "src_token holds a token outside [0, T)", [&] {
+    raise_if_flagged(*this, op, "src_token holds a token outside [0, T)", [=, this] {
       checks::moe_src_token(op, src_token, to_host(*this, src_token).data(), T);
     });
 }
@@ -571,7 +568,7 @@ void CudaOps::moe_unpermute(Tensor out, Tensor yp, Tensor dest_row, Tensor topk_
     GRPO_LAUNCH_CHECK(op);
   }
   if (R > 0)
-    raise_if_flagged(*this, flag, op, "dest_row is not a permutation of [0, T*K)", [&] {
+    raise_if_flagged(*this, op, "dest_row is not a permutation of [0, T*K)", [=, this] {
       checks::moe_dest_row(op, dest_row, to_host(*this, dest_row).data());
     });
 }
@@ -597,7 +594,7 @@ void CudaOps::moe_unpermute_backward(Tensor dyp, Tensor dtopk_weights, Tensor do
         topk_weights.ptr<float>(), T, int(K), C, flag);
   });
   GRPO_LAUNCH_CHECK(op);
-  raise_if_flagged(*this, flag, op, "dest_row is not a permutation of [0, T*K)", [&] {
+  raise_if_flagged(*this, op, "dest_row is not a permutation of [0, T*K)", [=, this] {
     checks::moe_dest_row(op, dest_row, to_host(*this, dest_row).data());
   });
 }

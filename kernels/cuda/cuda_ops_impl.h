@@ -16,6 +16,13 @@
 // Checks that need the data itself (embedding ids, replayed expert ids, block-table entries)
 // run on the device: the kernel raises a flag and the op throws after synchronising.
 //
+// Graphs. begin_capture() / end_capture() record the ops issued on the stream into a CUDA
+// graph (stream capture, thread-local mode). While capturing, each error_flag() is a fresh slot
+// of the graph's own flag array (zeroed at the start of every replay) and the check after the
+// kernels is deferred: OpsGraph::replay() launches the graph, waits, reads the flags and runs
+// the first raised check's report. synchronize(), allocator copies and growing the workspace
+// throw while capturing (the stream must not wait, and captured kernels keep their pointers).
+//
 // Memory. allocator() is stream-ordered: host copies run on the Ops' stream and wait for it,
 // so a copy_to_host sees every op issued before it. Scratch space comes from workspace(),
 // one growing device buffer (valid until the next workspace() call of the same op).
@@ -24,7 +31,10 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -41,10 +51,14 @@ class CudaStreamAllocator final : public Allocator {
   void memset_zero(void* p, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   void copy_from_host(void* dst, const void* host_src, size_t bytes) override;
+  // Set by CudaOps while it captures a graph: copies would wait for the stream, so they throw.
+  bool capturing = false;
 
  private:
   cudaStream_t stream_;
 };
+
+struct CudaCapture;
 
 class CudaOps final : public Ops {
  public:
@@ -64,12 +78,29 @@ class CudaOps final : public Ops {
   int device_index() const { return device_; }
   // Device scratch of at least `bytes` (256-byte aligned). Growing it waits for the stream.
   void* workspace(size_t bytes);
-  // A zeroed device int that kernels set (to any nonzero code) when the data is invalid;
-  // throw_if_flagged synchronises, reads it and throws "<op>: <what> (code N)" when set.
+  uint64_t workspace_generation() const { return workspace_generation_; }
+  size_t workspace_bytes() const { return workspace_bytes_; }
+  // A zeroed device int that kernels set (to any nonzero code) when the data is invalid.
+  // While capturing, a fresh slot of the graph's flags (too many checks in one graph throw).
   int* error_flag();
+  // The check of the last error_flag(), after the kernels that may raise it: when it is set,
+  // report(code) runs (it may read device memory) and throws the op's own message; should it
+  // return, "<op>: <fallback> (code N)" is thrown. Outside a capture this synchronises here;
+  // while capturing, it runs after each replay of the graph instead (report is kept until
+  // then, so it must capture by value).
+  void check_flag(const char* op, std::function<void(int code)> report, std::string fallback);
+  // check_flag without a report: throws "<op>: <what> (code N)" when the flag is set.
   void throw_if_flagged(const char* op, const char* what);
   // Blocks until all work on the stream is done (also surfaces asynchronous kernel errors).
+  // Throws while capturing.
   void synchronize(const char* op);
+
+  // Graph capture (see Ops and the header comment).
+  bool supports_graphs() const override { return true; }
+  bool capturing() const override { return capture_ != nullptr; }
+  void begin_capture() override;
+  std::unique_ptr<OpsGraph> end_capture() override;
+  void abort_capture() noexcept override;
 
   // cuda_elementwise.cu
   void add(Tensor out, Tensor a, Tensor b) override;
@@ -143,6 +174,38 @@ class CudaOps final : public Ops {
   size_t workspace_bytes_ = 0;
   int* flag_ = nullptr;
   void* cublas_workspace_ = nullptr;
+  std::unique_ptr<CudaCapture> capture_;  // set between begin_capture and end/abort_capture
+  uint64_t workspace_generation_ = 0;       // counts reallocations of workspace_ (graphs record it)
 };
+
+namespace cuda {
+
+// check_flag for the kernels that flag INT_MAX - t for the first bad entry t of the i32 tensor
+// `ids`: the report reads ids[t] back and calls throw_bad(t, value), which throws the CPU's
+// message. Everything is kept by value (it may run after a graph replay).
+template <class F>
+void check_bad_index(CudaOps& ops, const char* op, const Tensor& ids, const char* fallback, F throw_bad) {
+  CudaOps* o = &ops;
+  ops.check_flag(
+      op,
+      [o, ids, throw_bad](int code) {
+        const int64_t t = int64_t(INT_MAX) - code;
+        int32_t value = 0;
+        o->allocator().copy_to_host(&value, static_cast<const int32_t*>(ids.data) + t, sizeof(value));
+        throw_bad(t, value);
+      },
+      fallback);
+}
+
+// grouped_matmul reading the expert offsets on the device (no copy to the host, so it can be
+// captured in a graph): validates the offsets with a device check (the CPU's messages) and
+// computes each expert's rows with a kernel made for few rows per expert (decoding).
+// CudaOps::grouped_matmul takes it for at most kDeviceGroupedMaxRows rows, and always while
+// capturing; larger batches go to cuBLAS's grouped GEMM. kernels/cuda/cuda_grouped_rows.cu.
+constexpr int64_t kDeviceGroupedMaxRows = 512;
+void grouped_matmul_device(CudaOps& ops, const char* op, Tensor out, Tensor x, Tensor w, Tensor expert_offsets,
+                           int64_t E, int64_t R, int64_t N, int64_t K);
+
+}  // namespace cuda
 
 }  // namespace grpo

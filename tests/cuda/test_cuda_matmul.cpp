@@ -4,9 +4,14 @@
 // MoE grouped matmul with empty experts and an expert holding every row. f32 and bf16 (bf16
 // inputs rounded first, so both backends see the same values), and the mixed case of bf16
 // inputs with f32 results (out, db, dbias, dw). Odd sizes from {1, 7, 33, 129, 257}.
+// The grouped matmul's two forward paths (kernels/cuda/cuda_grouped_rows.cu for at most
+// kDeviceGroupedMaxRows rows and while capturing, cuBLAS above) on both sides of the threshold,
+// its vector and scalar loads (K a multiple of the 16-byte vector or not, misaligned
+// pointers), and a captured graph replayed on new data and new offsets.
 // Errors: the CPU's messages for bad shapes and dtypes, host tensors, and the device-side
-// checks (ids out of range, bad expert offsets).
+// checks (ids out of range, bad expert offsets, also from a graph's replay).
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -325,22 +330,39 @@ std::vector<int32_t> offsets_of(const std::vector<int32_t>& counts) {
   return o;
 }
 
-// Forward, then the backward with both gradients, dx only and dw only. out_dt is the dtype of
-// out and dw (f32 with bf16 inputs: the per-expert fallback).
-void check_grouped(const std::vector<int32_t>& counts, int64_t N, int64_t K, DType in, DType out_dt, uint64_t seed) {
+// The case, for SCOPED_TRACE.
+std::string grouped_case(const std::vector<int32_t>& counts, int64_t N, int64_t K, DType in, DType out_dt) {
+  std::ostringstream what;
+  what << "E=" << counts.size() << " R=" << offsets_of(counts).back() << " N=" << N << " K=" << K << " "
+       << dts(in, out_dt) << " counts";
+  for (size_t e = 0; e < counts.size() && e < 16; ++e) what << " " << counts[e];
+  if (counts.size() > 16) what << " ...";
+  return what.str();
+}
+
+// Forward only, out poisoned, against the CPU.
+void check_grouped_forward(const std::vector<int32_t>& counts, int64_t N, int64_t K, DType in, DType out_dt,
+                           uint64_t seed) {
+  SCOPED_TRACE(grouped_case(counts, N, K, in, out_dt));
   std::vector<int32_t> o = offsets_of(counts);
   const int64_t E = int64_t(counts.size()), R = o.back();
-  std::ostringstream what;
-  what << "E=" << E << " R=" << R << " N=" << N << " K=" << K << " " << dts(in, out_dt) << " counts";
-  for (int32_t c : counts) what << " " << c;
-  SCOPED_TRACE(what.str());
   Dev offsets = upload_i32(o, {E + 1});
   Pair x = input({R, K}, in, seed), w = input({E, N, K}, in, seed + 1);
   Pair out = assigned({R, N}, out_dt);
   cpu().grouped_matmul(out.host(), x.host(), w.host(), host_view(o, {E + 1}));
   gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), offsets);
   EXPECT_REL("grouped out", download(out.dev()), out.h, tol_of({in, out_dt}));
+}
 
+// Forward, then the backward with both gradients, dx only and dw only. out_dt is the dtype of
+// out and dw (f32 with bf16 inputs: the per-expert fallback).
+void check_grouped(const std::vector<int32_t>& counts, int64_t N, int64_t K, DType in, DType out_dt, uint64_t seed) {
+  check_grouped_forward(counts, N, K, in, out_dt, seed);
+  SCOPED_TRACE(grouped_case(counts, N, K, in, out_dt));
+  std::vector<int32_t> o = offsets_of(counts);
+  const int64_t E = int64_t(counts.size()), R = o.back();
+  Dev offsets = upload_i32(o, {E + 1});
+  Pair x = input({R, K}, in, seed), w = input({E, N, K}, in, seed + 1);  // check_grouped_forward's values
   Pair dout = input({R, N}, in, seed + 2);
   for (auto [want_dx, want_dw] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
     SCOPED_TRACE(std::string(want_dx ? " dx" : "") + (want_dw ? " dw" : ""));
@@ -418,6 +440,224 @@ TEST(CudaGroupedMatmul, RejectsBadOffsetsAndArguments) {
   EXPECT_GRPO_ERROR(gpu().grouped_matmul_backward({}, dw.dev(), dout, x, w, upload_i32({0, 2, 6, 5}, {E + 1})),
                     "grouped_matmul_backward", "expert_offsets");
   EXPECT_EQ(download(dw.dev()), dw.h);
+}
+
+
+// ---- grouped matmul: the device path (few rows, graphs) and the cuBLAS path ---------------
+
+// R rows over E experts: experts 1, 4, 7, ... get none, the others share R at random cuts
+// (some of them may get none too).
+std::vector<int32_t> split_rows(int32_t R, int E, uint64_t seed) {
+  std::vector<int> live;
+  for (int e = 0; e < E; ++e)
+    if (e % 3 != 1) live.push_back(e);
+  std::vector<int32_t> cuts = randint(live.size() - 1, seed, 0, R);
+  cuts.push_back(R);
+  std::sort(cuts.begin(), cuts.end());
+  std::vector<int32_t> counts(size_t(E), 0);
+  int32_t prev = 0;
+  for (size_t i = 0; i < live.size(); ++i) {
+    counts[size_t(live[i])] = cuts[i] - prev;
+    prev = cuts[i];
+  }
+  return counts;
+}
+
+// Host floats into an existing device tensor of dtype f32 or bf16 (rounded as upload() does).
+void write_dev(const Tensor& t, const std::vector<float>& h) {
+  ASSERT_EQ(int64_t(h.size()), t.numel());
+  if (t.dtype == DType::bf16) {
+    std::vector<uint16_t> b(h.size());
+    for (size_t i = 0; i < h.size(); ++i) b[i] = f32_to_bf16(h[i]);
+    gpu().allocator().copy_from_host(t.data, b.data(), b.size() * 2);
+  } else {
+    ASSERT_EQ(t.dtype, DType::f32);
+    gpu().allocator().copy_from_host(t.data, h.data(), h.size() * 4);
+  }
+}
+void write_i32(const Tensor& t, const std::vector<int32_t>& h) {
+  ASSERT_EQ(int64_t(h.size()), t.numel());
+  gpu().allocator().copy_from_host(t.data, h.data(), h.size() * 4);
+}
+void poison(const Tensor& t) { write_dev(t, std::vector<float>(size_t(t.numel()), std::nanf(""))); }
+
+
+// cuda::kDeviceGroupedMaxRows (kernels/cuda/cuda_ops_impl.h, not included by tests): at most
+// this many rows take the device path outside a capture.
+constexpr int32_t kDeviceMaxRows = 512;
+
+constexpr std::pair<DType, DType> kGroupedDtypes[] = {
+    {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::bf16, DType::f32}};
+
+TEST(CudaGroupedMatmul, DeviceAndCublasPathsAroundTheThreshold) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 9000;
+  // K odd (scalar loads), a multiple of 4 only (vector loads for f32, scalar for bf16), and a
+  // multiple of 8 (vector loads for both); N odd, over one and several column tiles.
+  const int64_t sizes[][2] = {{1, 1}, {7, 33}, {129, 7}, {33, 129}, {7, 12}, {33, 64}, {129, 8}, {7, 256}};
+  for (auto [in, out] : kGroupedDtypes)
+    for (int32_t R : {kDeviceMaxRows - 1, kDeviceMaxRows, kDeviceMaxRows + 1, 3001})
+      for (bool one_expert : {false, true}) {
+        seed += 10;
+        const std::vector<int32_t> counts = one_expert ? std::vector<int32_t>{0, R, 0, 0} : split_rows(R, 8, seed);
+        for (const auto& s : sizes) check_grouped_forward(counts, s[0], s[1], in, out, seed += 3);
+      }
+}
+
+TEST(CudaGroupedMatmul, DevicePathEmptySizesAndManyExperts) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 9500;
+  for (auto [in, out] : kGroupedDtypes) {
+    check_grouped_forward({0, 0, 0}, 7, 33, in, out, seed += 10);        // R == 0
+    check_grouped_forward({2, 0, 3}, 0, 33, in, out, seed += 10);        // N == 0
+    check_grouped_forward({2, 0, 3}, 7, 0, in, out, seed += 10);         // K == 0: zeros
+    check_grouped_forward({0, 1}, 129, 64, in, out, seed += 10);         // one token
+    check_grouped_forward({9, 0, 0, 17}, 33, 129, in, out, seed += 10);  // chunks of 8 and a rest
+    // One expert holds every row (64 chunks of 8), rows longer than a warp's 16-byte pass.
+    check_grouped_forward({0, 512, 0}, 33, 1024, in, out, seed += 10);
+    check_grouped_forward({512}, 7, 1031, in, out, seed += 10);
+    // 128 experts: 4 rows each (512: the device path), 0 to 3 rows each, 8 rows each (1024:
+    // cuBLAS).
+    check_grouped_forward(std::vector<int32_t>(128, 4), 96, 160, in, out, seed += 10);
+    seed += 10;
+    check_grouped_forward(randint(128, seed, 0, 3), 96, 129, in, out, seed + 1);
+    check_grouped_forward(std::vector<int32_t>(128, 8), 96, 160, in, out, seed += 10);
+  }
+}
+
+// x and w one element past a 16-byte boundary: K is a multiple of 8, but the loads must be
+// scalar.
+TEST(CudaGroupedMatmul, DevicePathMisalignedInputs) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 9800;
+  const std::vector<int32_t> counts = {3, 0, 9, 1};
+  std::vector<int32_t> o = offsets_of(counts);
+  const int64_t E = 4, R = o.back(), N = 33, K = 64;
+  Dev offsets = upload_i32(o, {E + 1});
+  for (auto [in, out_dt] : kGroupedDtypes) {
+    SCOPED_TRACE(grouped_case(counts, N, K, in, out_dt) + " misaligned");
+    Pair x = input({R * K + 1}, in, seed += 10), w = input({E * N * K + 1}, in, seed += 10);
+    const size_t es = dtype_size(in);
+    const Shape xs = {R, K}, ws = {E, N, K};
+    const Tensor xd(static_cast<char*>(x.d.t.data) + es, in, xs.data(), 2, Device::cuda);
+    const Tensor wd(static_cast<char*>(w.d.t.data) + es, in, ws.data(), 3, Device::cuda);
+    const Tensor xh(x.h.data() + 1, DType::f32, xs.data(), 2), wh(w.h.data() + 1, DType::f32, ws.data(), 3);
+    Pair out = assigned({R, N}, out_dt);
+    cpu().grouped_matmul(out.host(), xh, wh, host_view(o, {E + 1}));
+    gpu().grouped_matmul(out.dev(), xd, wd, offsets);
+    EXPECT_REL("grouped out", download(out.dev()), out.h, tol_of({in, out_dt}));
+  }
+}
+
+// The offsets checks on both paths (R <= 512: on the device; above: on the host), the CPU's
+// messages; offsets far outside [0, R] must not make the device kernels read or write out of
+// bounds (a good call afterwards still works).
+TEST(CudaGroupedMatmul, RejectsBadOffsetsOnBothPaths) {
+  GRPO_REQUIRE_GPU();
+  const int64_t E = 3, N = 4, K = 8;
+  for (int32_t R : {5, kDeviceMaxRows, kDeviceMaxRows + 1, 600}) {
+    SCOPED_TRACE("R=" + std::to_string(R));
+    Pair x = input({R, K}, DType::f32, 1), w = input({E, N, K}, DType::f32, 2);
+    Pair out = assigned({R, N}, DType::f32);
+    const std::string rows = "f32[" + std::to_string(R) + ", 8]";
+    const std::string last = "expert_offsets[3] = " + std::to_string(R - 1);
+    const std::string expected = "expected " + std::to_string(R);
+    EXPECT_GRPO_ERROR(gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), upload_i32({1, 2, 3, R}, {E + 1})),
+                      "grouped_matmul", "expert_offsets[0] = 1, expected 0");
+    EXPECT_GRPO_ERROR(gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), upload_i32({0, 3, 2, R}, {E + 1})),
+                      "grouped_matmul", "expert_offsets decrease at expert 1 (3 then 2)");
+    EXPECT_GRPO_ERROR(gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), upload_i32({0, 2, 3, R - 1}, {E + 1})),
+                      "grouped_matmul", last.c_str(), expected.c_str(), rows.c_str());
+    EXPECT_GRPO_ERROR(gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), upload_i32({0, -7, 2, R}, {E + 1})),
+                      "grouped_matmul", "expert_offsets decrease at expert 0 (0 then -7)");
+    EXPECT_GRPO_ERROR(gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), upload_i32({0, 2, 1000000, R}, {E + 1})),
+                      "grouped_matmul", "expert_offsets decrease at expert 2 (1000000 then");
+    EXPECT_GRPO_ERROR(
+        gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), upload_i32({0, INT_MAX, INT_MAX, INT_MAX}, {E + 1})),
+        "grouped_matmul", "expert_offsets[3] = 2147483647", expected.c_str());
+    EXPECT_GRPO_ERROR(
+        gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), upload_i32({INT_MIN, INT_MIN, 0, R}, {E + 1})),
+        "grouped_matmul", "expert_offsets[0] = -2147483648");
+    // Still sound: the same tensors with good offsets.
+    std::vector<int32_t> good = {0, 1, 1, R};
+    poison(out.dev());
+    cpu().grouped_matmul(out.host(), x.host(), w.host(), host_view(good, {E + 1}));
+    gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), upload_i32(good, {E + 1}));
+    EXPECT_REL("grouped out after errors", download(out.dev()), out.h, tol_of({DType::f32}));
+  }
+}
+
+std::unique_ptr<OpsGraph> capture_grouped(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& offsets) {
+  gpu().begin_capture();
+  try {
+    gpu().grouped_matmul(out, x, w, offsets);
+  } catch (...) {
+    gpu().abort_capture();
+    throw;
+  }
+  return gpu().end_capture();
+}
+
+// A graph of one grouped_matmul (the device path whatever R), replayed on new x and new
+// offsets written into the captured buffers; bad offsets make the replay throw the CPU's
+// message, and a later replay with good offsets works again.
+TEST(CudaGroupedMatmul, GraphReplayReadsTheOffsetsOnTheDevice) {
+  GRPO_REQUIRE_GPU();
+  uint64_t seed = 9900;
+  const int E = 6;
+  const int64_t N = 33;
+  for (auto [in, out_dt] : kGroupedDtypes)
+    for (int32_t R : {24, 600}) {  // 600 > kDeviceMaxRows: eagerly cuBLAS, captured on the device path
+      const int64_t K = R == 24 ? 64 : 33;
+      const std::vector<int32_t> counts0 = split_rows(R, E, seed += 10);
+      const std::vector<int32_t> counts1 = {R - 3, 0, 0, 1, 2, 0};
+      SCOPED_TRACE(grouped_case(counts0, N, K, in, out_dt) + " -> graph");
+      std::vector<int32_t> o = offsets_of(counts0);
+      Dev offsets = upload_i32(o, {E + 1});
+      Pair x = input({R, K}, in, seed + 1), w = input({E, N, K}, in, seed + 2);
+      Pair out = assigned({R, N}, out_dt);
+      // Eagerly first (the shapes' scratch exists before capturing).
+      cpu().grouped_matmul(out.host(), x.host(), w.host(), host_view(o, {E + 1}));
+      gpu().grouped_matmul(out.dev(), x.dev(), w.dev(), offsets);
+      EXPECT_REL("eager out", download(out.dev()), out.h, tol_of({in, out_dt}));
+
+      std::unique_ptr<OpsGraph> g;
+      ASSERT_NO_THROW(g = capture_grouped(out.dev(), x.dev(), w.dev(), offsets));
+      ASSERT_TRUE(g);
+      ASSERT_FALSE(gpu().capturing());
+
+      // New x, new counts, same buffers.
+      x.h = randu(x.h.size(), seed + 3);
+      round_to(x.h, in);
+      write_dev(x.dev(), x.h);
+      o = offsets_of(counts1);
+      write_i32(offsets, o);
+      poison(out.dev());
+      g->replay();
+      cpu().grouped_matmul(out.host(), x.host(), w.host(), host_view(o, {E + 1}));
+      EXPECT_REL("replayed out", download(out.dev()), out.h, tol_of({in, out_dt}));
+
+      // Bad offsets: the replay throws what the op throws when called directly.
+      std::vector<int32_t> bad = o;
+      std::swap(bad[1], bad[4]);  // 0, R - 3, R - 3, R - 3, R - 2, ...  ->  0, R - 2, R - 3, ...
+      write_i32(offsets, bad);
+      EXPECT_GRPO_ERROR(g->replay(), "grouped_matmul", "expert_offsets", "decrease at expert 1");
+      bad = o;
+      bad[size_t(E)] = R + 1;
+      write_i32(offsets, bad);
+      const std::string last = "expert_offsets[6] = " + std::to_string(R + 1) + ", expected " + std::to_string(R);
+      EXPECT_GRPO_ERROR(g->replay(), "grouped_matmul", last.c_str());
+      bad = o;
+      bad[0] = 2;
+      write_i32(offsets, bad);
+      EXPECT_GRPO_ERROR(g->replay(), "grouped_matmul", "expert_offsets[0] = 2, expected 0");
+
+      // Good offsets again: the graph's flags start clear on every replay.
+      write_i32(offsets, o);
+      poison(out.dev());
+      g->replay();
+      EXPECT_REL("replayed again", download(out.dev()), out.h, tol_of({in, out_dt}));
+    }
 }
 
 }  // namespace
