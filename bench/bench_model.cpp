@@ -5,6 +5,8 @@
 //   * cuda: Ops::matmul at 8192^3 in f32 (no TF32) and in bf16 (the card's tensor-core rate),
 //           and Ops::copy of a 1 GiB buffer (bytes read + written);
 // The model runs in --dtype (auto: bf16 on CUDA, f32 on the CPU; Model's ModelLimits::dtype).
+// Decoding runs as the model does by default (CUDA graphs on CUDA: the warm-up run captures
+// them); on CUDA the same decode steps are then timed op by op too (graph_speedup).
 
 // both: Ops::copy bandwidth for the decode bytes ratio.
 //
@@ -34,6 +36,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -476,15 +479,33 @@ std::string run_bench_model(const BenchModelOptions& o) {
     for (int64_t& id : ids) id = cache.add_sequence();
     model.prefill(cache, ids, tprompt, n, tlogits);
     const Tensor tstep = step_tokens.t.rows(0, B);
-    const Timing td = time_runs(
-        [&] {
-          for (int64_t i = 0; i < steps; ++i) model.decode_step(cache, ids, tstep, tlogits);
-          for (int64_t id : ids) cache.truncate(id, prompt);
-        },
-        sync, min_s, reps);
+    auto time_decode = [&](DecodeGraphs mode) {
+      model.set_decode_graphs(mode);
+      return time_runs(
+          [&] {
+            for (int64_t i = 0; i < steps; ++i) model.decode_step(cache, ids, tstep, tlogits);
+            for (int64_t id : ids) cache.truncate(id, prompt);
+          },
+          sync, min_s, reps);
+    };
+    // The model's default (graphs on CUDA: the warm-up run captures them), then on CUDA the
+    // same steps op by op, for the graphs' share.
+    const DecodeGraphStats before = model.decode_graph_stats();
+    const Timing td = time_decode(limits.decode_graphs);
+    const DecodeGraphStats after = model.decode_graph_stats();
+    std::optional<Timing> eager;
+    if (cuda) eager = time_decode(DecodeGraphs::off);
+    model.set_decode_graphs(limits.decode_graphs);
     for (int64_t id : ids) cache.remove_sequence(id);
     const double context = double(prompt) + double(steps + 1) / 2.0;
     Json jd = rate(double(B * steps), td, forward_flops_per_token(cfg, context), ceil);
+    jd["graph_replays"] = after.replays - before.replays;
+    jd["graphs_captured"] = after.graphs - before.graphs;
+    if (after.failed > before.failed) jd["graph_captures_failed"] = after.failed - before.failed;
+    if (eager) {
+      jd["op_by_op_tokens_per_s"] = round_dec(double(B * steps) / eager->median, 1);
+      jd["graph_speedup"] = round_dec(eager->median / td.median, 3);
+    }
     const double bytes = decode_bytes_per_step(cfg, double(B), context, double(dtype_size(limits.dtype)));
     const double gbps = bytes * double(steps) / td.median * 1e-9;
     jd["batch"] = B;

@@ -34,6 +34,7 @@ struct EvalArgs {
   std::string model, data, format = "raw", template_text = "{prompt}", checker, device = "auto", dtype = "auto", json;
   EvalOptions opt;
   int64_t max_batch = 64;
+  bool eager = false;
 };
 
 int run_eval_command(const EvalArgs& a) {
@@ -67,6 +68,7 @@ int run_eval_command(const EvalArgs& a) {
       int64_t(KvCache::bytes_needed(mcfg, {.num_blocks = blocks, .block_size = ec.block_size, .dtype = dtype}));
   ModelLimits limits = rollout::engine_model_limits(ec);
   limits.dtype = dtype;
+  if (a.eager) limits.decode_graphs = DecodeGraphs::off;
   std::unique_ptr<Model> model = load_model(a.model, *ops, limits);
   rollout::Engine engine(*model, ec, &tok);
 
@@ -118,6 +120,7 @@ void add_eval_command(CLI::App& app, Runner& run) {
   cmd->add_option("--dtype", a->dtype, "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")
       ->check(CLI::IsMember({"auto", "f32", "bf16"}))
       ->capture_default_str();
+  cmd->add_flag("--eager", a->eager, "Decode op by op: no CUDA graphs for the decode step (the default captures them on CUDA)");
   cmd->add_option("--json", a->json, "Also write the metrics and every sample's score to this file");
   cmd->add_option("--seed", a->opt.seed, "Sampling seed: the same seed gives the same samples");
   cmd->add_option("--max-batch", a->max_batch, "Sequences decoded together")->check(at_least(1));

@@ -40,7 +40,7 @@ struct GenerateArgs {
   uint64_t seed = 0;
   float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f;
   std::vector<std::string> stop;
-  bool ignore_eos = false, json = false, stream = false;
+  bool ignore_eos = false, json = false, stream = false, eager = false;
 };
 
 // A CLI11 check that `ok(value)` holds for a number; `range` describes the accepted values.
@@ -121,6 +121,7 @@ int run_generate(const GenerateArgs& a) {
 
   ModelLimits limits = rollout::engine_model_limits(ec);
   limits.dtype = dtype;
+  if (a.eager) limits.decode_graphs = DecodeGraphs::off;
   std::unique_ptr<Model> model = load_model(a.model, *ops, limits);
   rollout::Engine engine(*model, ec, &tok);
 
@@ -188,6 +189,7 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--dtype", args->dtype, "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")
       ->check(CLI::IsMember({"auto", "f32", "bf16"}))
       ->capture_default_str();
+  cmd->add_flag("--eager", args->eager, "Decode op by op: no CUDA graphs for the decode step (the default captures them on CUDA)");
   cmd->add_option("--kv-memory", args->kv_memory, "KV cache bytes, e.g. 512MiB (default: what the group needs)")
       ->transform(CLI::AsSizeValue(false))
       ->check(positive);

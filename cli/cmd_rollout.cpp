@@ -39,6 +39,7 @@ struct ServeArgs {
   int64_t kv_memory = int64_t(256) << 20;
   int64_t max_message_bytes = 64 << 20;
   double shutdown_grace_s = 30;
+  bool eager = false;
 };
 
 #ifdef GRPO_WITH_ROLLOUT_SERVICE
@@ -68,6 +69,7 @@ int run_serve(const ServeArgs& a) {
   std::unique_ptr<Ops> ops = make_ops(device);
   ModelLimits limits = rollout::engine_model_limits(ec);
   limits.dtype = resolve_dtype(a.dtype, *ops);
+  if (a.eager) limits.decode_graphs = DecodeGraphs::off;
   std::unique_ptr<Model> model = load_model(a.model, *ops, limits);
   rollout::Engine engine(*model, ec, tokenizer.get());
   rollout::RolloutServer server(engine, tokenizer.get(), options);
@@ -114,6 +116,7 @@ void add_rollout_commands(CLI::App& app, Runner& run) {
   serve->add_option("--dtype", args->dtype, "Model storage: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16")
       ->check(CLI::IsMember({"auto", "f32", "bf16"}))
       ->capture_default_str();
+  serve->add_flag("--eager", args->eager, "Decode op by op: no CUDA graphs for the decode step (the default captures them on CUDA)");
   serve->add_option("--auth-token-file", args->auth_token_file, "Require 'authorization: Bearer <token in this file>'");
   serve->add_option("--max-message-bytes", args->max_message_bytes, "Cap on each request, response and weight chunk, bytes")
       ->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}))

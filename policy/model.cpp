@@ -101,7 +101,16 @@ Model::Impl::Impl(const ModelConfig& c, Ops& o, const ModelLimits& lim)
     ActAlloc measure(nullptr, act_dtype);
     alloc_decode_state(measure, cfg, limits.max_decode_tokens, limits.max_decode_seqs);
     decode_arena = std::make_unique<Arena>(alloc, measure.bytes() + 2 * Arena::kAlignment);
+    set_decode_graphs(limits.decode_graphs);
   }
+}
+
+void Model::Impl::set_decode_graphs(DecodeGraphs mode) {
+  GRPO_CHECK(mode != DecodeGraphs::on || ops.supports_graphs(),
+             "model: decode graphs are on but the " << ops.name() << " backend has no graphs");
+  limits.decode_graphs = mode;
+  graphs_on = mode == DecodeGraphs::on ||
+              (mode == DecodeGraphs::automatic && ops.device() == Device::cuda && ops.supports_graphs());
 }
 
 namespace model_detail {

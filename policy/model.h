@@ -42,6 +42,10 @@ namespace grpo {
 
 class KvCache;
 
+// Whether decode_step runs as replayed graphs (Ops::begin_capture): automatic is on where the
+// backend's graphs save launches (CUDA) and off on the CPU, where a graph only replays the calls.
+enum class DecodeGraphs : uint8_t { automatic, on, off };
+
 struct ModelLimits {
   int64_t max_tokens = 2048;        // tokens of one packed training/scoring batch
   int64_t max_seqs = 64;            // sequences of one packed batch
@@ -51,6 +55,16 @@ struct ModelLimits {
   int64_t max_decode_seqs = 0;      // sequences of one prefill/decode_step call
   DType dtype = DType::f32;         // storage of the weights the forward reads and of activations:
                                     // f32, or bf16 where ops.supports_storage(bf16) (see above)
+  DecodeGraphs decode_graphs = DecodeGraphs::automatic;  // see decode_step
+};
+
+// What decode_step did so far (Model::decode_graph_stats).
+struct DecodeGraphStats {
+  int64_t graphs = 0;       // graphs captured (one per padded batch size and block-table width)
+  int64_t replays = 0;      // decode steps run by replaying a graph
+  int64_t eager_steps = 0;  // decode steps run op by op (graphs off, routing replay, the first
+                            // step of each shape, or a shape whose capture failed)
+  int64_t failed = 0;       // captures that failed (their shape then runs op by op; logged)
 };
 
 // A packed batch: S sequences concatenated, no padding. Tensors on the ops' device.
@@ -143,8 +157,19 @@ class Model {
   void prefill(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, std::span<const int64_t> num_tokens,
                Tensor logits, Tensor routing = {}, Tensor replay = {});
   // One new token per sequence: tokens i32 [B].
+  // With decode graphs on (ModelLimits::decode_graphs) and no replay, the layers run as a graph:
+  // the batch is padded to a bucket (1, 2, 4, 8, then multiples of 8, at most max_decode_seqs;
+  // padding rows write no cache slot and are dropped) and the block table to a power-of-two
+  // width; the first step of each (bucket, width, cache) runs op by op and captures the graph,
+  // later ones copy the tokens and metadata into the graph's buffers and replay it. The LM head
+  // runs after it, straight into logits. Results equal the op-by-op step's up to the rounding
+  // of a differently sized batch.
   void decode_step(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, Tensor logits,
                    Tensor routing = {}, Tensor replay = {});
+  DecodeGraphStats decode_graph_stats() const;
+  // Changes ModelLimits::decode_graphs from the next decode_step on (graphs already captured
+  // are kept for when they are turned back on).
+  void set_decode_graphs(DecodeGraphs mode);
 
   // Bytes of the two activation arenas (training, decoding).
   size_t training_arena_bytes() const;

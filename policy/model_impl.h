@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -262,13 +263,41 @@ struct Model::Impl {
   Buffer meta_buf;             // decoding metadata (positions, slots, block tables), grown on demand
   model_detail::ForwardState st;
 
+  // Decoding graphs (model_decode.cpp): one per padded batch, block-table width and cache.
+  struct GraphKey {
+    int64_t rows = 0, width = 0;
+    bool routing = false;
+    const void* cache = nullptr;  // the cache's storage and geometry: its tensors' addresses
+    int64_t num_blocks = 0, block_size = 0;
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  struct DecodeGraph {
+    Buffer meta;       // i32 metadata at fixed addresses (model_decode.cpp: MetaLayout)
+    Buffer tokens;     // i32 [rows]; padding rows stay 0
+    Buffer routing;    // i32 [num_moe, rows, K] when the key records routing
+    Tensor hn;         // [rows, C]: the final norm's output, read by the LM head after a replay
+    std::unique_ptr<OpsGraph> graph;  // null until captured
+    bool failed = false;              // the capture failed: this shape runs op by op
+  };
+  std::map<GraphKey, std::unique_ptr<DecodeGraph>> decode_graphs;
+  DecodeGraphStats graph_stats;
+  bool graphs_on = false;  // limits.decode_graphs resolved against the backend
+  void set_decode_graphs(DecodeGraphs mode);
+
   model_detail::BlockCtx ctx() { return {ops, cfg, rope, attn_scale}; }
   // One decoder layer: y = x + attn(ln1(x)); out = y + ffn(ln2(y)). proj is [T, C] scratch.
   void layer_forward(int64_t l, model_detail::LayerActs& a, Tensor x, Tensor out, Tensor proj,
                      const model_detail::AttnCall& call, const model_detail::RouteCall& route);
   // New tokens of a decoding call (model_decode.cpp).
+  // decode: a decode_step call (one token per sequence), which may run as a graph.
   void extend(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, std::span<const int64_t> num_tokens,
-              Tensor logits, Tensor routing, Tensor replay);
+              Tensor logits, Tensor routing, Tensor replay, bool decode);
+  // decode_step through a graph; false when this shape runs op by op (its capture failed).
+  bool decode_graphed(KvCache& cache, std::span<const int64_t> seq_ids, Tensor tokens, Tensor logits, Tensor routing);
+  // The layers, the last-token gather and the final norm over a call's device metadata; the
+  // final norm's output [B, C] is returned (decode arena).
+  Tensor run_decode_layers(KvCache& cache, Tensor tokens, const model_detail::AttnCall& meta, Tensor last,
+                           int64_t T, int64_t B, Tensor routing, Tensor replay);
 };
 
 }  // namespace grpo

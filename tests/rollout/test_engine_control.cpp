@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -407,6 +408,43 @@ TEST(EngineThreads, CallsFromOtherThreadsWhileTheLoopRuns) {
   const rollout::EngineStats st = engine.stats();
   EXPECT_EQ(st.running + st.waiting + st.kv_blocks_used, 0);
   EXPECT_GT(st.steps, 0);
+}
+
+// The engine's decode steps through graphs (on the CPU backend: replayed calls) give the
+// completions, log-probs and recorded experts of op-by-op decoding, through batches that grow
+// and shrink, preemption and prefix forks.
+TEST(EngineGraphs, SameCompletionsAndRoutingAsOpByOp) {
+  auto ops = make_cpu_ops();
+  auto model = make_test_model(*ops, "qwen3_moe", 31, 128);
+  const ModelConfig& mc = model->config();
+  std::vector<Request> rs = mixed_requests(mc.vocab_size, 14);
+  for (Request& r : rs) r.sampling.return_routing = true;
+  EngineConfig cfg = test_engine_config(8, 16);
+  cfg.kv_memory_bytes = int64_t(KvCache::bytes_needed(mc, KvCacheConfig{1, 4})) * 24;  // forces preemption
+  auto run = [&](DecodeGraphs mode) {
+    model->set_decode_graphs(mode);
+    Engine engine(*model, cfg);
+    std::vector<GroupResult> out = engine.generate(rs);
+    EXPECT_GT(engine.stats().preemptions, 0);
+    return out;
+  };
+  const std::vector<GroupResult> want = run(DecodeGraphs::off);
+  const DecodeGraphStats before = model->decode_graph_stats();
+  const std::vector<GroupResult> got = run(DecodeGraphs::on);
+  const DecodeGraphStats after = model->decode_graph_stats();
+  EXPECT_GT(after.replays - before.replays, after.eager_steps - before.eager_steps);
+  EXPECT_GT(after.graphs, before.graphs);
+  EXPECT_EQ(after.failed, 0);
+  Diff diff;
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t g = 0; g < got.size(); ++g) {
+    expect_same(got[g], want[g], kBatchTol, "group " + std::to_string(g), &diff);
+    for (size_t i = 0; i < got[g].samples.size() && i < want[g].samples.size(); ++i)
+      EXPECT_EQ(got[g].samples[i].routing, want[g].samples[i].routing) << "group " << g << " sample " << i;
+  }
+  std::printf("[engine graphs] %lld tokens, %lld replays, %lld graphs, max |logprob diff| %.3g\n",
+              static_cast<long long>(diff.tokens), static_cast<long long>(after.replays - before.replays),
+              static_cast<long long>(after.graphs - before.graphs), diff.max_logprob);
 }
 
 }  // namespace
