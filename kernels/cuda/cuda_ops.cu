@@ -144,6 +144,7 @@ cudaStream_t make_stream(int device, void* given, bool& own) {
 
 CudaOps::CudaOps(int device, cudaStream_t stream, bool own_stream)
     : device_(device), stream_(stream), alloc_(stream) {
+  GRPO_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device_));
   GRPO_CUBLAS_CHECK(cublasCreate(&cublas_));
   GRPO_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // Full f32 arithmetic for f32 GEMMs (no TF32): f32 results match the CPU to ~1e-6.

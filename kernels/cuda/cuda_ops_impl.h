@@ -76,6 +76,8 @@ class CudaOps final : public Ops {
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t cublas() const { return cublas_; }
   int device_index() const { return device_; }
+  // The device's multiprocessor count (read once: no driver query per op, or while capturing).
+  int sm_count() const { return sm_count_; }
   // Device scratch of at least `bytes` (256-byte aligned). Growing it waits for the stream.
   void* workspace(size_t bytes);
   uint64_t workspace_generation() const { return workspace_generation_; }
@@ -166,6 +168,7 @@ class CudaOps final : public Ops {
 
  private:
   int device_ = 0;
+  int sm_count_ = 1;
   cudaStream_t stream_ = nullptr;
   bool own_stream_ = false;
   cublasHandle_t cublas_ = nullptr;

@@ -528,8 +528,7 @@ void CudaOps::attention_paged(Tensor out, Tensor q, Tensor k_cache, Tensor v_cac
     const int64_t tiles = (d.T + p.tokens_per_tile - 1) / p.tokens_per_tile;
     // Context splits: enough CTAs for a few per SM, at least 4 chunks of keys per split
     // (the longest context is at most max_blocks * block_size keys).
-    int sms = 0;
-    GRPO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_index()));
+    const int sms = sm_count();
     const int64_t ctas = tiles * d.Hkv * p.num_head_chunks, target = 4 * int64_t(sms);
     const int64_t max_keys = d.max_blocks * d.block_size;
     int64_t splits = std::min<int64_t>((target + ctas - 1) / ctas, (max_keys + 4 * kKeys - 1) / (4 * kKeys));
