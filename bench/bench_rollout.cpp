@@ -96,6 +96,8 @@ Json run_json(const RunResult& r) {
   j["kv_blocks_saved_by_sharing"] = r.stats.kv_blocks_saved_by_sharing;
   j["preemptions"] = r.stats.preemptions;
   j["steps"] = r.stats.steps;
+  j["decode_graph_replays"] = r.stats.decode_graph_replays;
+  j["decode_steps_op_by_op"] = r.stats.decode_steps_op_by_op;
   return j;
 }
 

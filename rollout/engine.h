@@ -117,6 +117,9 @@ struct EngineStats {
   int64_t prefill_tokens = 0;              // cumulative, recomputation included
   int64_t generated_tokens = 0;            // cumulative
   int64_t preemptions = 0;                 // cumulative
+  // The model's decode steps (Model::decode_graph_stats, cumulative over its life): replayed as
+  // CUDA graphs, run op by op, and graph captures that failed (those shapes run op by op).
+  int64_t decode_graph_replays = 0, decode_steps_op_by_op = 0, decode_graph_failures = 0;
   int64_t steps = 0;
   double tokens_per_s = 0;                 // generated tokens per second over the last ~10 s
 };

@@ -536,6 +536,10 @@ void Engine::Impl::update_stats() {
       if (s->state == Seq::State::pending || s->state == Seq::State::waiting) ++loop_stats.waiting;
   loop_stats.kv_blocks_total = cache->num_blocks();
   loop_stats.kv_blocks_used = cache->num_blocks() - cache->free_blocks();
+  const DecodeGraphStats graphs = model.decode_graph_stats();
+  loop_stats.decode_graph_replays = graphs.replays;
+  loop_stats.decode_steps_op_by_op = graphs.eager_steps;
+  loop_stats.decode_graph_failures = graphs.failed;
   std::lock_guard<std::mutex> lock(mu);
   int64_t incoming_samples = 0;
   for (const auto& g : incoming) incoming_samples += int64_t(g->samples.size());

@@ -91,6 +91,12 @@ std::string RolloutMetrics::render(const EngineStats& e) const {
          e.prefill_tokens);
   single(os, "grpo_rollout_preemptions_total", "counter", "Sequences preempted for KV memory.", e.preemptions);
   single(os, "grpo_rollout_engine_steps_total", "counter", "Engine steps run.", e.steps);
+  single(os, "grpo_rollout_decode_graph_replays_total", "counter", "Decode steps replayed as CUDA graphs.",
+         e.decode_graph_replays);
+  single(os, "grpo_rollout_decode_steps_op_by_op_total", "counter",
+         "Decode steps run op by op (graphs off, or the first step of each batch shape).", e.decode_steps_op_by_op);
+  single(os, "grpo_rollout_decode_graph_failures_total", "counter",
+         "Decode-step graph captures that failed (that shape then runs op by op).", e.decode_graph_failures);
   single(os, "grpo_rollout_tokens_per_second", "gauge", "Generated tokens per second over the last ~10 s.",
          e.tokens_per_s);
   return os.str();

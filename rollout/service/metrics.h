@@ -11,7 +11,9 @@
 //   from EngineStats: grpo_rollout_policy_version, grpo_rollout_running_sequences,
 //   grpo_rollout_waiting_sequences, grpo_rollout_kv_blocks_{used,total},
 //   grpo_rollout_kv_blocks_saved_by_sharing_total, grpo_rollout_{generated,prefill}_tokens_total,
-//   grpo_rollout_preemptions_total, grpo_rollout_engine_steps_total, grpo_rollout_tokens_per_second
+//   grpo_rollout_preemptions_total, grpo_rollout_engine_steps_total,
+//   grpo_rollout_decode_graph_replays_total, grpo_rollout_decode_steps_op_by_op_total,
+//   grpo_rollout_decode_graph_failures_total, grpo_rollout_tokens_per_second
 #pragma once
 
 #include <cstdint>

@@ -425,7 +425,11 @@ TEST(EngineGraphs, SameCompletionsAndRoutingAsOpByOp) {
     model->set_decode_graphs(mode);
     Engine engine(*model, cfg);
     std::vector<GroupResult> out = engine.generate(rs);
-    EXPECT_GT(engine.stats().preemptions, 0);
+    const rollout::EngineStats st = engine.stats();
+    EXPECT_GT(st.preemptions, 0);
+    const DecodeGraphStats g = model->decode_graph_stats();
+    EXPECT_EQ(st.decode_graph_replays, g.replays);
+    EXPECT_EQ(st.decode_steps_op_by_op, g.eager_steps);
     return out;
   };
   const std::vector<GroupResult> want = run(DecodeGraphs::off);

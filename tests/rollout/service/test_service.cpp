@@ -523,7 +523,10 @@ TEST_F(RolloutServiceTest, HealthzAndMetricsOverHttp) {
                            "grpo_rollout_requests_total{rpc=\"GetStatus\",code=\"OK\"} ",
                            "grpo_rollout_groups_total 2\n", "grpo_rollout_samples_total{finish=\"length\"} 3\n",
                            "grpo_rollout_generated_tokens_total 30\n", "grpo_rollout_policy_version 0\n",
-                           "grpo_rollout_running_sequences 0\n", "grpo_rollout_generate_calls_in_flight 0\n"})
+                           "grpo_rollout_running_sequences 0\n", "grpo_rollout_generate_calls_in_flight 0\n",
+                           // The CPU backend decodes op by op (graphs are for CUDA).
+                           "grpo_rollout_decode_graph_replays_total 0\n", "grpo_rollout_decode_steps_op_by_op_total ",
+                           "grpo_rollout_decode_graph_failures_total 0\n"})
     EXPECT_NE(metrics.body.find(line), std::string::npos) << line << "in:\n" << metrics.body;
   EXPECT_EQ(http_get(server_->metrics_address(), "/nope").status, 404);
 }
