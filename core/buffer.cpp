@@ -9,11 +9,19 @@ namespace grpo {
 
 namespace {
 
+thread_local bool t_capturing = false;
+
+void refuse_while_capturing(const char* what) {
+  GRPO_CHECK(!t_capturing, "cpu allocator: " << what << " while this thread captures a graph (it would happen "
+                                             << "once now, not at each replay)");
+}
+
 class CpuAllocator final : public Allocator {
  public:
   Device device() const override { return Device::cpu; }
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
+    refuse_while_capturing("an allocation");
     size_t rounded = (bytes + 255) / 256 * 256;
     void* p = std::aligned_alloc(256, rounded);
     GRPO_CHECK(p != nullptr, "cpu allocator: out of memory allocating " << bytes << " bytes");
@@ -21,17 +29,25 @@ class CpuAllocator final : public Allocator {
   }
   void deallocate(void* p, size_t) noexcept override { std::free(p); }
   void memset_zero(void* p, size_t bytes) override {
-    if (bytes) std::memset(p, 0, bytes);
+    if (!bytes) return;
+    refuse_while_capturing("a memset");
+    std::memset(p, 0, bytes);
   }
   void copy_to_host(void* dst, const void* src, size_t bytes) override {
-    if (bytes) std::memcpy(dst, src, bytes);
+    if (!bytes) return;
+    refuse_while_capturing("a copy to the host");
+    std::memcpy(dst, src, bytes);
   }
   void copy_from_host(void* dst, const void* src, size_t bytes) override {
-    if (bytes) std::memcpy(dst, src, bytes);
+    if (!bytes) return;
+    refuse_while_capturing("a copy from the host");
+    std::memcpy(dst, src, bytes);
   }
 };
 
 }  // namespace
+
+void set_cpu_capturing_thread(bool capturing) { t_capturing = capturing; }
 
 Allocator& cpu_allocator() {
   static CpuAllocator a;

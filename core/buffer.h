@@ -29,6 +29,12 @@ class Allocator {
 
 Allocator& cpu_allocator();
 
+// Graph capture on the CPU backend (kernels/cpu) marks the capturing thread: while it is
+// marked, the CPU allocator's allocate, memset_zero and copies throw on that thread, as the
+// CUDA allocator's do while its stream records (what they did would happen once, at the
+// capture, instead of at each replay).
+void set_cpu_capturing_thread(bool capturing);
+
 class Buffer {
  public:
   Buffer() = default;

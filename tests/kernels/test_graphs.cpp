@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "core/buffer.h"
 #include "kernels/ops.h"
 #include "tests/test_util.h"
 
@@ -76,6 +77,27 @@ TEST(CpuGraphs, OtherThreadsRunTheirCallsWhileOneCaptures) {
   g->replay();
   EXPECT_EQ(x[0], 2.0f);
   EXPECT_EQ(y[0], 3.0f);
+}
+
+// What the allocator does happens at once, not at each replay: like the CUDA allocator while
+// its stream records, the CPU allocator refuses it on the capturing thread (other threads go on).
+TEST(CpuGraphs, AllocatorCallsWhileCapturingAreErrors) {
+  auto ops = make_cpu_ops();
+  Allocator& a = ops->allocator();
+  float host[4] = {1, 2, 3, 4};
+  Buffer buf(a, sizeof(host));
+  ops->begin_capture();
+  EXPECT_GRPO_ERROR(a.copy_from_host(buf.data(), host, sizeof(host)), "copy from the host", "captures a graph");
+  EXPECT_GRPO_ERROR(a.copy_to_host(host, buf.data(), sizeof(host)), "copy to the host");
+  EXPECT_GRPO_ERROR(buf.zero(), "memset");
+  EXPECT_GRPO_ERROR(Buffer(a, 64), "allocation");
+  std::thread other([&] { Buffer fine(a, 64); fine.zero(); });
+  other.join();
+  ops->abort_capture();
+  a.copy_from_host(buf.data(), host, sizeof(host));  // allowed again
+  ops->begin_capture();
+  auto g = ops->end_capture();
+  Buffer after(a, 64);
 }
 
 TEST(CpuGraphs, MisuseIsAClearErrorAndAbortDropsTheRecording) {

@@ -108,7 +108,9 @@ TEST_F(ShippedConfigs, DtypeIsCheckedAndWritten) {
       ADD_FAILURE() << "accepted dtype " << bad.dump();
     } catch (const Error& e) {
       EXPECT_NE(e.message().find("\"dtype\""), std::string::npos) << e.message();
-      if (bad.is_string()) EXPECT_NE(e.message().find("expected one of auto, f32, bf16"), std::string::npos) << e.message();
+      if (bad.is_string()) {
+        EXPECT_NE(e.message().find("expected one of auto, f32, bf16"), std::string::npos) << e.message();
+      }
     }
   }
 }
