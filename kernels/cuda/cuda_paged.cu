@@ -25,6 +25,7 @@
 // op throws after them with throw_if_flagged. That check synchronises the host with the
 // stream once per call; it is the price of reporting bad indices at the op that got them.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -461,8 +462,14 @@ __global__ void paged_combine_kernel(T* __restrict__ out, const float* __restric
 template <class T, bool kVec>
 void launch_paged(const PagedParams& p, dim3 grid, int threads, size_t smem, cudaStream_t stream) {
   const auto kernel = paged_attention_kernel<T, kVec>;
-  if (smem > 48 * 1024)
+  // Raised once per size (not on every call, and so not while a graph captures the decode step
+  // that an op-by-op step of the same shapes ran first). NOTES: one process, one device (the
+  // attribute is the device context's; a second GPU in the process would need its own).
+  static std::atomic<size_t> allowed{48 * 1024};
+  if (smem > allowed.load()) {
     GRPO_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    allowed.store(smem);
+  }
   kernel<<<grid, threads, smem, stream>>>(p);
   GRPO_LAUNCH_CHECK("attention_paged");
 }
