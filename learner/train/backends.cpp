@@ -60,6 +60,7 @@ class ColocatedRollout : public RolloutBackend {
     ec.kv_memory_bytes = c.topology.worker_kv_memory;
     ModelLimits limits = rollout::engine_model_limits(ec);
     limits.dtype = dtype;
+    if (!c.cuda_graphs) limits.decode_graphs = DecodeGraphs::off;
     model_ = load_model(c.model, ops, limits);
     engine_ = std::make_unique<rollout::Engine>(*model_, ec, tok);
   }
@@ -301,6 +302,7 @@ class LocalRollout : public PoolRollout {
     o.argv = {exe_, "rollout", "serve", "--model", config_.model, "--listen", "127.0.0.1:0",
               "--max-batch", std::to_string(t.worker_max_batch), "--kv-memory", std::to_string(t.worker_kv_memory),
               "--device", worker_device(i), "--dtype", config_.dtype, "--shutdown-grace", "2"};
+    if (!config_.cuda_graphs) o.argv.push_back("--eager");
     o.log_path = log_path(i);
     if (t.worker_threads > 0) o.env.push_back("OMP_NUM_THREADS=" + std::to_string(t.worker_threads));
     return std::make_unique<ChildProcess>(o);

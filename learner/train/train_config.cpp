@@ -205,6 +205,7 @@ TrainConfig parse_train_config(ConfigNode& root) {
   c.checkpoint_on_interrupt = root.get<bool>("checkpoint_on_interrupt", c.checkpoint_on_interrupt);
   c.device = root.get<std::string>("device", c.device);
   c.dtype = root.get_choice("dtype", c.dtype, {"auto", "f32", "bf16"});
+  c.cuda_graphs = root.get<bool>("cuda_graphs", c.cuda_graphs);
   c.threads = root.get<int64_t>("threads", c.threads);
   check_min<int64_t>(root, "steps", c.steps, 1);
   GRPO_CHECK(!c.run_dir.empty(), root.key_path("run_dir") << " is empty");
@@ -285,6 +286,7 @@ std::string train_config_json(const TrainConfig& c) {
   j["checkpoint_on_interrupt"] = c.checkpoint_on_interrupt;
   j["device"] = c.device;
   j["dtype"] = c.dtype;
+  j["cuda_graphs"] = c.cuda_graphs;
   j["threads"] = c.threads;
   return j.dump(2);
 }

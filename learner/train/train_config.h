@@ -29,11 +29,14 @@
 //                 "start_timeout_s": 120, "generate_timeout_s": 600, "max_worker_restarts": 3},
 //    "steps": 100, "seed": 0, "run_dir": "runs/grpo", "save_every": 0, "keep_last": 2,
 //    "samples_per_step": 4, "checkpoint_on_interrupt": true, "device": "auto", "dtype": "auto",
-//    "threads": 0}
+//    "cuda_graphs": true, "threads": 0}
 //
 // dtype is the storage of every model the run builds (policy, reference, eval model, the
 // colocated engine's model, local workers via --dtype): "auto" (bf16 on CUDA, f32 on the CPU),
 // "f32" or "bf16" (kernels/backend.h resolve_dtype; bf16 on the CPU is an error at start).
+// cuda_graphs: every generation engine of the run (local workers, the colocated engine, the
+// eval engine) decodes through CUDA graphs on CUDA (Model::decode_step); false: op by op
+// (local workers get --eager). No effect on the CPU.
 //
 // Paths are relative to the working directory. train_config_json() writes the effective config
 // (every default filled in) that parse_train_config() reads back: RUN_DIR/config.json.
@@ -136,6 +139,7 @@ struct TrainConfig {
   bool checkpoint_on_interrupt = true;
   std::string device = "auto";
   std::string dtype = "auto";  // model storage: auto | f32 | bf16 (resolved against the device)
+  bool cuda_graphs = true;     // engines decode through CUDA graphs on CUDA
   int64_t threads = 0;  // OpenMP threads of the trainer process (0: default)
 };
 

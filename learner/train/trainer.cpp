@@ -300,6 +300,7 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options) : imp
     ec.kv_memory_bytes = c.topology.worker_kv_memory;
     ModelLimits el = rollout::engine_model_limits(ec);
     el.dtype = dtype;
+    if (!c.cuda_graphs) el.decode_graphs = DecodeGraphs::off;
     m.eval_model = load_model(c.model, *m.ops, el);
     m.eval_engine = std::make_unique<rollout::Engine>(*m.eval_model, ec, m.tok.get());
   }

@@ -59,6 +59,10 @@ generate(cpu_f32 ${common} --seed 7 --device cpu --dtype f32)
 file(SHA256 ${dir}/cpu_auto.out h_auto)
 file(SHA256 ${dir}/cpu_f32.out h_f32)
 expect("--device cpu with --dtype auto and f32" "the same output" h_auto STREQUAL h_f32)
+# --eager (no CUDA graphs) changes nothing on the CPU, which decodes op by op anyway.
+generate(cpu_eager ${common} --seed 7 --device cpu --eager)
+file(SHA256 ${dir}/cpu_eager.out h_eager)
+expect("--device cpu with and without --eager" "the same output" h_auto STREQUAL h_eager)
 
 # --n 3 --json: three objects with every field; sample 0 is the --n 1 completion of the seed.
 generate(j3 ${common} --seed 7 --n 3 --json)

@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "learner/train/train_config.h"
+#include "tests/test_util.h"
 
 namespace grpo::test {
 namespace {
@@ -113,6 +114,25 @@ TEST_F(ShippedConfigs, DtypeIsCheckedAndWritten) {
       }
     }
   }
+}
+
+TEST_F(ShippedConfigs, CudaGraphsIsABoolWrittenBack) {
+  auto with = [&](const nlohmann::json& v) {
+    return parse("configs/quickstart.json", [&](nlohmann::json& j) {
+      j["model"] = model_;
+      if (!v.is_null()) j["cuda_graphs"] = v;
+    });
+  };
+  EXPECT_TRUE(with(nullptr).cuda_graphs);
+  for (bool on : {true, false}) {
+    const train::TrainConfig c = with(on);
+    EXPECT_EQ(c.cuda_graphs, on);
+    const std::string once = train::train_config_json(c);
+    EXPECT_EQ(nlohmann::json::parse(once).at("cuda_graphs"), on);
+    ConfigNode again = ConfigNode::from_string(once, "effective");
+    EXPECT_EQ(train::parse_train_config(again).cuda_graphs, on);
+  }
+  EXPECT_GRPO_ERROR(with("no"), "cuda_graphs");
 }
 
 TEST_F(ShippedConfigs, BadValuesNameTheirKey) {
