@@ -211,13 +211,12 @@ bool Model::Impl::decode_graphed(KvCache& cache, std::span<const int64_t> seq_id
   const int64_t B = int64_t(seq_ids.size());
   const int64_t rows = graph_rows(B, std::min(limits.max_decode_seqs, limits.max_decode_tokens));
   const std::vector<int64_t> ones(size_t(B), 1);
-  // The blocks this step needs; the width is bucketed (block-table rows past a sequence's
-  // context are never read).
-  int64_t need = 1;
-  const int64_t bs = cache.block_size();
-  for (int64_t b = 0; b < B; ++b) need = std::max(need, (cache.length(seq_ids[size_t(b)]) + 1 + bs - 1) / bs);
-  const int64_t width_bucket = int64_t(std::bit_ceil(uint64_t(need)));
-  const GraphKey key{rows, width_bucket, routing.defined(), cache.k(0).data, cache.num_blocks(), bs};
+  // The block-table width this step needs, bucketed (entries past a sequence's context are
+  // never read). Reserving is idempotent: the op-by-op path reserves again should this shape
+  // not run as a graph.
+  const int64_t width = reserve_and_width(cache, seq_ids, ones);
+  const GraphKey key{rows, int64_t(std::bit_ceil(uint64_t(width))), routing.defined(), cache.k(0).data,
+                     cache.num_blocks(), cache.block_size()};
   if (!decode_graphs.empty() && decode_graphs.begin()->first.cache != key.cache) decode_graphs.clear();  // a new cache
   std::unique_ptr<DecodeGraph>& slot = decode_graphs[key];
   const MetaLayout m{rows, rows, key.width};
@@ -233,8 +232,6 @@ bool Model::Impl::decode_graphed(KvCache& cache, std::span<const int64_t> seq_id
   DecodeGraph& g = *slot;
   if (g.failed) return false;
 
-  const int64_t width = reserve_and_width(cache, seq_ids, ones);
-  GRPO_CHECK(width <= key.width, "model decoding: block table of " << width << " blocks for a graph of " << key.width);
   std::vector<int32_t> meta(size_t(m.size()), -1);
   fill_meta(meta, m, cache, seq_ids, ones);
   ops.allocator().copy_from_host(g.meta.data(), meta.data(), meta.size() * sizeof(int32_t));
