@@ -300,6 +300,70 @@ Json rate(double tokens, const Timing& t, double flops_per_token, const Ceilings
 }
 
 
+// The f32 expert weight gradients of bf16 inputs (CUDA, MoE, bf16 models), one MoE layer's
+// three grouped_matmul_backward calls (dw only: gate and up [I, H], down [H, I]) over R rows
+// spread unevenly over E experts, timed with each of the backend's paths.
+Json bench_expert_weight_grad(Ops& ops, const ModelConfig& cfg, int64_t R, double min_s, int reps,
+                              const std::function<void()>& sync, const Ceilings& ceil) {
+  const int64_t E = cfg.num_experts, H = cfg.hidden_size, I = cfg.moe_intermediate_size;
+  std::vector<int32_t> offsets(size_t(E + 1), 0);
+  {  // expert shares uniform in [0.5, 1.5), normalised to R rows
+    std::vector<double> share(static_cast<size_t>(E));
+    double total = 0;
+    for (int64_t e = 0; e < E; ++e) total += share[size_t(e)] = 1.0 + 0.5 * hash_uniform(31, uint64_t(e));
+    double acc = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      acc += share[size_t(e)];
+      offsets[size_t(e + 1)] = int32_t(std::llround(acc / total * double(R)));
+    }
+    offsets[size_t(E)] = int32_t(R);
+  }
+  auto bf16_values = [](int64_t n, uint64_t seed) {
+    std::vector<uint16_t> h(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) h[size_t(i)] = f32_to_bf16(hash_uniform(seed, uint64_t(i)));
+    return h;
+  };
+  const DevTensor off = upload(ops, offsets, DType::i32, {E + 1});
+  const DevTensor x = upload(ops, bf16_values(R * H, 41), DType::bf16, {R, H});
+  const DevTensor h = upload(ops, bf16_values(R * I, 42), DType::bf16, {R, I});
+  const DevTensor dgate = upload(ops, bf16_values(R * I, 43), DType::bf16, {R, I});
+  const DevTensor dup = upload(ops, bf16_values(R * I, 44), DType::bf16, {R, I});
+  const DevTensor dy = upload(ops, bf16_values(R * H, 45), DType::bf16, {R, H});
+  const DevTensor wg = dev_empty(ops, DType::f32, {E, I, H}), wu = dev_empty(ops, DType::f32, {E, I, H});
+  const DevTensor wd = dev_empty(ops, DType::f32, {E, H, I});
+  for (const DevTensor* w : {&wg, &wu, &wd}) ops.zero(w->t);
+  // The bf16 weights the calls take for their shapes (dx is not asked for, so never read).
+  const DevTensor w_in = dev_empty(ops, DType::bf16, {E, I, H}), w_out = dev_empty(ops, DType::bf16, {E, H, I});
+  const double flops = 3.0 * 2.0 * double(R) * double(I) * double(H);
+  Json j;
+  j["rows"] = R;
+  j["experts"] = E;
+  j["shapes"] = "dw only: gate and up [E, I, H] from x [R, H] and dgate/dup [R, I]; down [E, H, I] from h [R, I] "
+                "and dy [R, H]; I = " + std::to_string(I) + ", H = " + std::to_string(H);
+  double seconds[2] = {0, 0};
+  const char* modes[2] = {"grouped", "per_expert"};
+  for (int m = 0; m < 2; ++m) {
+    set_expert_weight_grad(ops, modes[m]);
+    const Timing t = time_runs(
+        [&] {
+          ops.grouped_matmul_backward(Tensor{}, wd.t, dy.t, h.t, w_out.t, off.t);
+          ops.grouped_matmul_backward(Tensor{}, wg.t, dgate.t, x.t, w_in.t, off.t);
+          ops.grouped_matmul_backward(Tensor{}, wu.t, dup.t, x.t, w_in.t, off.t);
+        },
+        sync, min_s, reps);
+    seconds[m] = t.median;
+    Json jm;
+    jm["path"] = expert_weight_grad_path(ops);
+    jm["seconds"] = round_dec(t.median, 7);
+    jm["tflops"] = round_dec(flops / t.median * 1e-12, 2);
+    jm["ratio_to_bf16_gemm"] = round_dec(flops / t.median * 1e-9 / ceil.bf16_gflops, 4);
+    j[modes[m]] = jm;
+  }
+  set_expert_weight_grad(ops, "automatic");
+  j["grouped_over_per_expert"] = round_dec(seconds[1] / seconds[0], 3);  // > 1: grouped is faster
+  return j;
+}
+
 }  // namespace
 
 std::string run_bench_model(const BenchModelOptions& o) {
@@ -439,18 +503,35 @@ std::string run_bench_model(const BenchModelOptions& o) {
     const PackedBatch b{dtok.t, dtgt.t, dpos.t, dcu.t};
     ForwardOptions opt;
     opt.with_grad = true;
-    const Timing t = time_runs(
-        [&] {
-          ForwardOutputs out;
-          out.logprob = lp.t;
-          model.forward(b, opt, out);
-          model.backward(dlp.t, Tensor{}, 0.0f);
-        },
-        sync, min_s, reps);
+    auto step = [&] {
+      ForwardOutputs out;
+      out.logprob = lp.t;
+      model.forward(b, opt, out);
+      model.backward(dlp.t, Tensor{}, 0.0f);
+    };
+    const Timing t = time_runs(step, sync, min_s, reps);
     Json j = rate(double(T), t, 3.0 * forward_flops_per_token(cfg, double(seq_len + 1) / 2.0), ceil);
     j["batch_tokens"] = T;
     j["sequence_length"] = seq_len;
+    // bf16 MoE on CUDA: the expert weight gradients' path (the default: one GEMM per expert),
+    // and the same step with the grouped path for them.
+    const bool mixed_moe = cuda && cfg.num_moe_layers() > 0 && limits.dtype == DType::bf16;
+    if (mixed_moe) {
+      j["expert_weight_grad"] = expert_weight_grad_path(ops);
+      set_expert_weight_grad(ops, "grouped");
+      const Timing tg = time_runs(step, sync, min_s, reps);
+      j["grouped_weight_grad"] = {{"path", expert_weight_grad_path(ops)},
+                                  {"tokens_per_s", round_dec(double(T) / tg.median, 1)},
+                                  {"ratio_to_default", round_dec(t.median / tg.median, 3)}};
+      set_expert_weight_grad(ops, "automatic");
+    }
     doc["train"] = j;
+    if (mixed_moe) {
+      const int64_t R = T * cfg.num_experts_per_tok;
+      Json jw = Json::array();
+      for (int64_t rows : {R / 8, R}) jw.push_back(bench_expert_weight_grad(ops, cfg, rows, min_s, reps, sync, ceil));
+      doc["expert_weight_grad"] = jw;
+    }
   }
 
   // ---- prefill and decode at each batch size

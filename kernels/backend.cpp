@@ -65,6 +65,28 @@ std::string describe_device(const DeviceChoice& d) {
 #endif
 }
 
+bool set_expert_weight_grad(Ops& ops, std::string_view mode) {
+  GRPO_CHECK(mode == "automatic" || mode == "grouped" || mode == "per_expert",
+             "expert weight gradients \"" << mode << "\" is not valid: use automatic, grouped or per_expert");
+  if (ops.device() != Device::cuda) return false;
+#if GRPO_HAVE_CUDA
+  cuda_set_expert_weight_grad(ops, mode == "grouped"      ? ExpertWeightGrad::grouped
+                                   : mode == "per_expert" ? ExpertWeightGrad::per_expert
+                                                          : ExpertWeightGrad::automatic);
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string expert_weight_grad_path(Ops& ops) {
+#if GRPO_HAVE_CUDA
+  if (ops.device() == Device::cuda) return cuda_expert_weight_grad_path(ops);
+#endif
+  (void)ops;
+  return "";
+}
+
 std::unique_ptr<Ops> make_ops(const DeviceChoice& d) {
   if (d.device == Device::cpu) return make_cpu_ops();
 #if GRPO_HAVE_CUDA

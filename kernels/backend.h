@@ -29,6 +29,13 @@ std::string describe_device(const DeviceChoice& d);
 // "f32" or "bf16". bf16 on a backend that computes in f32 only (the CPU), or any other name,
 // is a grpo::Error in one line.
 DType resolve_dtype(std::string_view name, const Ops& ops);
+// The CUDA backend's path for f32 expert weight gradients of bf16 inputs
+// (kernels/cuda/cuda_ops.h, ExpertWeightGrad): mode "automatic", "grouped" or "per_expert".
+// Returns false, changing nothing, on other backends; another mode is a grpo::Error.
+bool set_expert_weight_grad(Ops& ops, std::string_view mode);
+// The path the last such gradient took ("grouped (bf16 tensor cores)", "per expert", ...);
+// empty on other backends.
+std::string expert_weight_grad_path(Ops& ops);
 // The Ops for a resolved choice.
 std::unique_ptr<Ops> make_ops(const DeviceChoice& d);
 inline std::unique_ptr<Ops> make_ops(std::string_view name) { return make_ops(resolve_device(name)); }

@@ -8,6 +8,9 @@
 // Precision: every GEMM uses CUBLAS_COMPUTE_32F. f32 operands therefore run in full f32 (the
 // handle's math mode excludes TF32), bf16 operands on tensor cores with f32 accumulation, and
 // bf16 inputs may write f32 results (out, db, dw: f32 weight gradients of bf16 activations).
+// One exception, chosen only on request (ExpertWeightGrad::grouped): grouped f32 weight
+// gradients of bf16 inputs multiply exact f32 copies of the bf16 values with a FAST_16BF or
+// TF32 compute type (grouped_weight_grad_f32).
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
@@ -278,6 +281,133 @@ void run_grouped_all(CudaOps& ops, std::initializer_list<const GroupedGemm*> gs)
   }
 }
 
+const char* byte_ptr(const Tensor& t, int64_t elements) {
+  return static_cast<const char*>(t.data) + elements * int64_t(dtype_size(t.dtype));
+}
+char* byte_ptr_mut(const Tensor& t, int64_t elements) {
+  return static_cast<char*>(t.data) + elements * int64_t(dtype_size(t.dtype));
+}
+
+// ---------------------------------------------------------------------------------------
+// f32 expert weight gradients from bf16 inputs through the grouped API (cuda_ops.h)
+
+// f32 copy of n bf16 values (exact), 4 per thread.
+__global__ void bf16_to_f32_kernel(float* __restrict__ out, const bf16* __restrict__ in, int64_t n) {
+  const int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * 4;
+#pragma unroll
+  for (int v = 0; v < 4; ++v)
+    if (i + v < n) out[i + v] = __bfloat162float(in[i + v]);
+}
+
+void to_f32(CudaOps& ops, float* out, const void* in, int64_t n) {
+  if (n == 0) return;
+  bf16_to_f32_kernel<<<cuda::grid_for((n + 3) / 4, 256), 256, 0, ops.stream()>>>(out, static_cast<const bf16*>(in),
+                                                                                  n);
+  GRPO_LAUNCH_CHECK("grouped_matmul_backward");
+}
+
+// Bytes of f32 rows (x and dout together) one chunk of experts converts at most; an expert
+// with more rows than that is a chunk of its own.
+constexpr size_t kWeightGradChunkBytes = size_t(64) << 20;
+
+// The compute types tried for f32 operands that hold bf16 values, best first.
+constexpr cublasComputeType_t kGroupedF32Compute[] = {CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_COMPUTE_32F_FAST_TF32};
+
+// dw_e^T [K, N] += x_e^T @ dout_e for every expert with rows, x and dout bf16, dw f32: chunks
+// of experts converted to f32 (exactly) and one grouped GEMM per chunk. Returns false, having
+// written nothing, when cuBLAS accepts none of kGroupedF32Compute (remembered in the Ops).
+bool grouped_weight_grad_f32(CudaOps& ops, const Tensor& dw, const Tensor& dout, const Tensor& x,
+                             const std::vector<int32_t>& o, const checks::GroupedDims& d) {
+  if (ops.grouped_f32_compute < 0) return false;
+  const int64_t N = d.N, K = d.K;
+  // Chunks [first expert, last expert + 1) with their rows [r0, r1).
+  struct Chunk {
+    int64_t e0, e1, r0, r1, groups;
+  };
+  std::vector<Chunk> chunks;
+  const int64_t row_cap = std::max<int64_t>(1, int64_t(kWeightGradChunkBytes / (size_t(N + K) * sizeof(float))));
+  int64_t max_rows = 0;
+  for (int64_t e = 0; e < d.E; ++e) {
+    const int64_t rows = o[size_t(e + 1)] - o[size_t(e)];
+    if (rows == 0) continue;
+    if (chunks.empty() || chunks.back().r1 - chunks.back().r0 + rows > row_cap)
+      chunks.push_back({e, e, o[size_t(e)], o[size_t(e)], 0});
+    Chunk& c = chunks.back();
+    c.e1 = e + 1;
+    c.r1 = o[size_t(e + 1)];
+    ++c.groups;
+    max_rows = std::max(max_rows, c.r1 - c.r0);
+  }
+  if (chunks.empty()) return true;
+  // One workspace: the pointer arrays of every chunk (A, B, C, padded each), x and dout of the
+  // largest chunk in f32.
+  size_t ptrs = 0;
+  for (const Chunk& c : chunks) ptrs += 3 * padded(size_t(c.groups));
+  const size_t ptr_bytes = align256(ptrs * sizeof(void*));
+  const size_t x_bytes = align256(size_t(max_rows * K) * sizeof(float));
+  char* ws = static_cast<char*>(ops.workspace(ptr_bytes + x_bytes + size_t(max_rows * N) * sizeof(float)));
+  auto** d_ptrs = reinterpret_cast<void**>(ws);
+  auto* x32 = reinterpret_cast<float*>(ws + ptr_bytes);
+  auto* d32 = reinterpret_cast<float*>(ws + ptr_bytes + x_bytes);
+  std::vector<void*> host(ptrs, nullptr);
+  size_t at = 0;
+  for (const Chunk& c : chunks) {
+    const size_t P = padded(size_t(c.groups));
+    size_t g = 0;
+    for (int64_t e = c.e0; e < c.e1; ++e) {
+      const int64_t r = o[size_t(e)], rows = o[size_t(e + 1)] - r;
+      if (rows == 0) continue;
+      host[at + g] = x32 + (r - c.r0) * K;
+      host[at + P + g] = d32 + (r - c.r0) * N;
+      host[at + 2 * P + g] = byte_ptr_mut(dw, e * N * K);
+      ++g;
+    }
+    at += 3 * P;
+  }
+  // From pageable memory: cudaMemcpyAsync returns once `host` has been staged.
+  GRPO_CUDA_CHECK(
+      cudaMemcpyAsync(d_ptrs, host.data(), ptrs * sizeof(void*), cudaMemcpyHostToDevice, ops.stream()));
+  at = 0;
+  for (const Chunk& c : chunks) {
+    const size_t G = size_t(c.groups), P = padded(G);
+    to_f32(ops, x32, byte_ptr(x, c.r0 * K), (c.r1 - c.r0) * K);
+    to_f32(ops, d32, byte_ptr(dout, c.r0 * N), (c.r1 - c.r0) * N);
+    std::vector<cublasOperation_t> op_a(G, CUBLAS_OP_N), op_b(G, CUBLAS_OP_T);
+    std::vector<int> m(G, int(K)), n(G, int(N)), k, lda(G, int(K)), ldb(G, int(N)), ldc(G, int(K)), group_size(G, 1);
+    std::vector<float> alphas(G, 1.0f), betas(G, 1.0f);
+    for (int64_t e = c.e0; e < c.e1; ++e)
+      if (o[size_t(e + 1)] > o[size_t(e)]) k.push_back(o[size_t(e + 1)] - o[size_t(e)]);
+    auto call = [&](cublasComputeType_t compute) {
+      return cublasGemmGroupedBatchedEx(ops.cublas(), op_a.data(), op_b.data(), m.data(), n.data(), k.data(),
+                                        alphas.data(), d_ptrs + at, CUDA_R_32F, lda.data(), d_ptrs + at + P,
+                                        CUDA_R_32F, ldb.data(), betas.data(), d_ptrs + at + 2 * P, CUDA_R_32F,
+                                        ldc.data(), int(G), group_size.data(), compute);
+    };
+    if (ops.grouped_f32_compute == 0) {  // the first call: find a compute type cuBLAS takes
+      for (cublasComputeType_t t : kGroupedF32Compute) {
+        const cublasStatus_t st = call(t);
+        if (st == CUBLAS_STATUS_SUCCESS) {
+          ops.grouped_f32_compute = int(t);
+          break;
+        }
+        GRPO_CHECK(st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE,
+                   "grouped_matmul_backward: cuBLAS grouped GEMM failed: " << cublasGetStatusString(st));
+      }
+      if (ops.grouped_f32_compute == 0) {
+        ops.grouped_f32_compute = -1;  // only the first chunk was converted; nothing written
+        return false;
+      }
+    } else {
+      GRPO_CUBLAS_CHECK(call(cublasComputeType_t(ops.grouped_f32_compute)));
+    }
+    at += 3 * P;
+  }
+  ops.expert_weight_grad_path = ops.grouped_f32_compute == int(CUBLAS_COMPUTE_32F_FAST_16BF)
+                                    ? "grouped (bf16 tensor cores)"
+                                    : "grouped (tf32)";
+  return true;
+}
+
 // expert_offsets [E + 1] to the host, validated as on the CPU. NOTES: the one synchronising
 // copy of the grouped ops: cuBLAS's grouped GEMM takes each expert's row count on the host.
 std::vector<int32_t> host_offsets(CudaOps& ops, const char* op, const Tensor& offsets, const checks::GroupedDims& d,
@@ -288,13 +418,6 @@ std::vector<int32_t> host_offsets(CudaOps& ops, const char* op, const Tensor& of
   ops.synchronize(op);
   checks::expert_offsets(op, o.data(), d.E, d.R, x);
   return o;
-}
-
-const char* byte_ptr(const Tensor& t, int64_t elements) {
-  return static_cast<const char*>(t.data) + elements * int64_t(dtype_size(t.dtype));
-}
-char* byte_ptr_mut(const Tensor& t, int64_t elements) {
-  return static_cast<char*>(t.data) + elements * int64_t(dtype_size(t.dtype));
 }
 
 }  // namespace
@@ -493,14 +616,28 @@ void CudaOps::grouped_matmul_backward(Tensor dx, Tensor dw, Tensor dout, Tensor 
   gw.in = x.dtype;
   gw.out = dw.defined() ? dw.dtype : x.dtype;
   gw.beta = 1.0f;
+  // bf16 inputs with an f32 gradient: one GEMM per expert (the grouped API has no bf16 -> f32
+  // form), or, when asked for, converted chunks through the grouped API (cuda_ops.h).
+  const bool mixed = dw.defined() && gw.in == DType::bf16 && gw.out == DType::f32;
+  const bool grouped_mixed = mixed && expert_weight_grad == ExpertWeightGrad::grouped;
   for (int64_t e = 0; e < d.E; ++e) {
     const int64_t r0 = o[size_t(e)], rows = o[size_t(e + 1)] - r0;
     if (rows == 0) continue;  // no rows of dx to assign; dw[e] gains nothing
     const void* dout_e = byte_ptr(dout, r0 * d.N);
     if (dx.defined()) gx.add(int(rows), int(d.N), byte_ptr(w, e * d.N * d.K), dout_e, byte_ptr_mut(dx, r0 * d.K));
-    if (dw.defined()) gw.add(int(d.N), int(rows), byte_ptr(x, r0 * d.K), dout_e, byte_ptr_mut(dw, e * d.N * d.K));
+    if (dw.defined() && !grouped_mixed)
+      gw.add(int(d.N), int(rows), byte_ptr(x, r0 * d.K), dout_e, byte_ptr_mut(dw, e * d.N * d.K));
   }
   run_grouped_all(*this, {&gx, &gw});
+  if (grouped_mixed && !grouped_weight_grad_f32(*this, dw, dout, x, o, d)) {
+    for (int64_t e = 0; e < d.E; ++e) {  // cuBLAS takes neither compute type: one GEMM per expert
+      const int64_t r0 = o[size_t(e)], rows = o[size_t(e + 1)] - r0;
+      if (rows > 0) gw.add(int(d.N), int(rows), byte_ptr(x, r0 * d.K), byte_ptr(dout, r0 * d.N),
+                           byte_ptr_mut(dw, e * d.N * d.K));
+    }
+    run_grouped_all(*this, {&gw});
+  }
+  if (mixed && gw.size() > 0) expert_weight_grad_path = "per expert";
 }
 
 }  // namespace grpo

@@ -282,6 +282,10 @@ size_t cuda_scratch_bytes(Ops& ops) { return as_cuda(ops).workspace_bytes(); }
 
 void cuda_reserve_scratch(Ops& ops, size_t bytes) { as_cuda(ops).workspace(bytes); }
 
+void cuda_set_expert_weight_grad(Ops& ops, ExpertWeightGrad mode) { as_cuda(ops).expert_weight_grad = mode; }
+
+std::string cuda_expert_weight_grad_path(Ops& ops) { return as_cuda(ops).expert_weight_grad_path; }
+
 std::unique_ptr<Ops> make_cuda_ops(int device, void* stream) {
   bool own = false;
   cudaStream_t s = make_stream(device, stream, own);

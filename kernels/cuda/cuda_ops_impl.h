@@ -38,6 +38,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
 
 namespace grpo {
@@ -103,6 +104,13 @@ class CudaOps final : public Ops {
   void begin_capture() override;
   std::unique_ptr<OpsGraph> end_capture() override;
   void abort_capture() noexcept override;
+
+  // grouped_matmul_backward's f32 expert weight gradients from bf16 inputs (cuda_ops.h).
+  ExpertWeightGrad expert_weight_grad = ExpertWeightGrad::automatic;
+  // The compute type cuBLAS's grouped GEMM accepted for them (-1: none, 0: not tried yet) and
+  // the path the last one took (cuda_expert_weight_grad_path).
+  int grouped_f32_compute = 0;
+  const char* expert_weight_grad_path = "none yet";
 
   // cuda_elementwise.cu
   void add(Tensor out, Tensor a, Tensor b) override;

@@ -43,5 +43,14 @@ TEST(Backend, CudaIsUsableOrOneClearLine) {
   EXPECT_GRPO_ERROR(resolve_device("cuda:64"), "cuda:64");
 }
 
+TEST(Backend, ExpertWeightGradientPathIsACudaChoice) {
+  auto cpu = make_ops("cpu");
+  // The CPU has no such choice: nothing changes and nothing is reported.
+  EXPECT_FALSE(set_expert_weight_grad(*cpu, "grouped"));
+  EXPECT_EQ(expert_weight_grad_path(*cpu), "");
+  for (const char* bad : {"", "Grouped", "loop", "per-expert"})
+    EXPECT_GRPO_ERROR(set_expert_weight_grad(*cpu, bad), "is not valid", "automatic, grouped or per_expert");
+}
+
 }  // namespace
 }  // namespace grpo
