@@ -617,26 +617,20 @@ void CudaOps::grouped_matmul_backward(Tensor dx, Tensor dw, Tensor dout, Tensor 
   gw.out = dw.defined() ? dw.dtype : x.dtype;
   gw.beta = 1.0f;
   // bf16 inputs with an f32 gradient: one GEMM per expert (the grouped API has no bf16 -> f32
-  // form), or, when asked for, converted chunks through the grouped API (cuda_ops.h).
+  // form), or, when asked for, converted chunks through the grouped API (cuda_ops.h), which
+  // falls back to the former when cuBLAS takes neither compute type.
   const bool mixed = dw.defined() && gw.in == DType::bf16 && gw.out == DType::f32;
-  const bool grouped_mixed = mixed && expert_weight_grad == ExpertWeightGrad::grouped;
+  const bool dw_done = mixed && expert_weight_grad == ExpertWeightGrad::grouped &&
+                       grouped_weight_grad_f32(*this, dw, dout, x, o, d);
   for (int64_t e = 0; e < d.E; ++e) {
     const int64_t r0 = o[size_t(e)], rows = o[size_t(e + 1)] - r0;
     if (rows == 0) continue;  // no rows of dx to assign; dw[e] gains nothing
     const void* dout_e = byte_ptr(dout, r0 * d.N);
     if (dx.defined()) gx.add(int(rows), int(d.N), byte_ptr(w, e * d.N * d.K), dout_e, byte_ptr_mut(dx, r0 * d.K));
-    if (dw.defined() && !grouped_mixed)
+    if (dw.defined() && !dw_done)
       gw.add(int(d.N), int(rows), byte_ptr(x, r0 * d.K), dout_e, byte_ptr_mut(dw, e * d.N * d.K));
   }
   run_grouped_all(*this, {&gx, &gw});
-  if (grouped_mixed && !grouped_weight_grad_f32(*this, dw, dout, x, o, d)) {
-    for (int64_t e = 0; e < d.E; ++e) {  // cuBLAS takes neither compute type: one GEMM per expert
-      const int64_t r0 = o[size_t(e)], rows = o[size_t(e + 1)] - r0;
-      if (rows > 0) gw.add(int(d.N), int(rows), byte_ptr(x, r0 * d.K), byte_ptr(dout, r0 * d.N),
-                           byte_ptr_mut(dw, e * d.N * d.K));
-    }
-    run_grouped_all(*this, {&gw});
-  }
   if (mixed && gw.size() > 0) expert_weight_grad_path = "per expert";
 }
 
